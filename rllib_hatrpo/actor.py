@@ -1,0 +1,62 @@
+"""One agent's policy: an RLModule that EnvRunners sample from and the learner steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import (
+    TorchCategorical,
+    TorchDiagGaussian,
+)
+from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+
+from rllib_hatrpo.networks import build_mlp, orthogonal_linear
+
+DEFAULT_ACTOR_CONFIG: dict[str, Any] = {
+    "hidden_sizes": [128, 128, 128],
+    "activation": "relu",
+    # Gaussian std = sigmoid(log_std / std_x_coef) * std_y_coef, log_std starting at std_x_coef.
+    "std_x_coef": 1.0,
+    "std_y_coef": 0.5,
+}
+
+
+class ActorRLModule(TorchRLModule):
+    """MLP policy with a Gaussian head (Box actions) or a Categorical head (Discrete actions).
+
+    The Gaussian's std is state-independent and bounded: std = sigmoid(log_std / x) · y, so a
+    trust-region step can never blow it up (HARL's parameterization).
+    """
+
+    def setup(self) -> None:
+        cfg = {**DEFAULT_ACTOR_CONFIG, **(self.model_config or {})}
+        obs_dim = int(gym.spaces.flatdim(self.observation_space))
+        hidden = list(cfg["hidden_sizes"])
+        self.body = build_mlp(obs_dim, hidden, cfg["activation"])
+        feature_dim = hidden[-1] if hidden else obs_dim
+        if isinstance(self.action_space, gym.spaces.Box):
+            act_dim = int(np.prod(self.action_space.shape))
+            self.head = orthogonal_linear(feature_dim, act_dim, gain=0.01)
+            self.std_x_coef = float(cfg["std_x_coef"])
+            self.std_y_coef = float(cfg["std_y_coef"])
+            self.log_std = torch.nn.Parameter(torch.full((act_dim,), self.std_x_coef))
+            self.action_dist_cls = TorchDiagGaussian
+        elif isinstance(self.action_space, gym.spaces.Discrete):
+            self.head = orthogonal_linear(feature_dim, int(self.action_space.n), gain=0.01)
+            self.action_dist_cls = TorchCategorical
+        else:
+            raise ValueError(
+                f"action_space must be Box or Discrete, got {self.action_space}"
+            )
+
+    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        obs = batch[Columns.OBS].reshape(batch[Columns.OBS].shape[0], -1).float()
+        out = self.head(self.body(obs))
+        if self.action_dist_cls is TorchDiagGaussian:
+            std = torch.sigmoid(self.log_std / self.std_x_coef) * self.std_y_coef  # bounded std
+            out = torch.cat([out, torch.log(std).expand_as(out)], dim=-1)
+        return {Columns.ACTION_DIST_INPUTS: out}

@@ -1,0 +1,72 @@
+"""The training iteration shared by every heterogeneous-agent algorithm."""
+
+from __future__ import annotations
+
+import numpy as np
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.core import ALL_MODULES
+from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.metrics import (
+    ENV_RUNNER_RESULTS,
+    ENV_RUNNER_SAMPLING_TIMER,
+    LEARNER_RESULTS,
+    LEARNER_UPDATE_TIMER,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    SYNCH_WORKER_WEIGHTS_TIMER,
+    TIMERS,
+)
+
+AGENT_ORDER = "agent_order"
+
+
+class HAAlgorithm(Algorithm):
+    """Samples, draws this iteration's agent order, runs the learner update, syncs weights."""
+
+    @override(Algorithm)
+    def setup(self, config) -> None:
+        super().setup(config)
+        # A generator of its own, so the order sequence depends on the seed alone.
+        self._order_rng = np.random.default_rng(self.config.seed)
+
+    def next_agent_order(self) -> list[str]:
+        """Module ids in update order: a fresh permutation, or 0..n-1 with `fixed_order`."""
+        ids = self.config.module_ids()
+        if self.config.fixed_order:
+            return ids
+        return [ids[i] for i in self._order_rng.permutation(len(ids))]
+
+    @override(Algorithm)
+    def training_step(self) -> None:
+        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+            episodes, env_runner_results = synchronous_parallel_sample(
+                worker_set=self.env_runner_group,
+                max_env_steps=self.config.total_train_batch_size,
+                sample_timeout_s=self.config.sample_timeout_s,
+                _uses_new_env_runners=True,
+                _return_metrics=True,
+            )
+        if not episodes:
+            return
+        self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
+
+        order = self.next_agent_order()
+        self.metrics.log_value(AGENT_ORDER, order, reduce="item")
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            learner_results = self.learner_group.update(
+                episodes=episodes,
+                timesteps={
+                    NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                        (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
+                    ),
+                },
+                agent_order=order,
+            )
+        self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+
+        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            self.env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group,
+                policies=set(order) - {ALL_MODULES},
+                inference_only=True,
+            )

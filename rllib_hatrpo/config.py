@@ -1,0 +1,221 @@
+"""Settings shared by every heterogeneous-agent algorithm (HATRPO, and later HAPPO, ...)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from typing_extensions import Self
+
+from rllib_hatrpo.actor import ActorRLModule
+from rllib_hatrpo.env_probe import TeamSpaces, probe_env
+from rllib_hatrpo.shared_critic import SHARED_CRITIC_ID, SharedCriticRLModule
+from rllib_hatrpo.team_batch import TeamBatchBuilder
+
+SHARED_POLICY_ID = "shared_policy"
+
+
+def module_per_agent(agent_id: str, episode: Any = None, **kwargs) -> str:
+    """Policy mapping without parameter sharing: each agent has its own module."""
+    return agent_id
+
+
+def one_shared_module(agent_id: str, episode: Any = None, **kwargs) -> str:
+    """Policy mapping with parameter sharing: every agent uses one module."""
+    return SHARED_POLICY_ID
+
+
+class HAConfig(AlgorithmConfig):
+    """Config base for algorithms with a shared critic and a sequential agent update."""
+
+    def __init__(self, algo_class: type | None = None):
+        super().__init__(algo_class=algo_class)
+        # HARL's MaMuJoCo settings: 20 envs × 200-step fragments = 4,000 env steps per iteration.
+        self.num_envs_per_env_runner = 20
+        self.train_batch_size_per_learner = 4000
+        self.gamma = 0.99
+        self.lambda_ = 0.95
+        self.critic_lr = 5e-4
+        self.critic_epochs = 5
+        self.critic_minibatches = 1
+        self.value_clip = 0.2
+        self.huber_delta = 10.0
+        self.max_grad_norm = 10.0
+        self.use_value_norm = True
+        self.fixed_order = False
+        self.share_policy = False
+        self.hidden_sizes = [128, 128, 128]
+        self.activation = "relu"
+        # The learner builds its own row-aligned batch (TeamBatchBuilder) instead of RLlib's
+        # per-module batches.
+        self.add_default_connectors_to_learner_pipeline = False
+        self._team_spaces: TeamSpaces | None = None
+
+    def training(
+        self,
+        *,
+        lambda_: float = NotProvided,
+        critic_lr: float = NotProvided,
+        critic_epochs: int = NotProvided,
+        critic_minibatches: int = NotProvided,
+        value_clip: float = NotProvided,
+        huber_delta: float = NotProvided,
+        max_grad_norm: float = NotProvided,
+        use_value_norm: bool = NotProvided,
+        fixed_order: bool = NotProvided,
+        share_policy: bool = NotProvided,
+        hidden_sizes: list[int] = NotProvided,
+        activation: str = NotProvided,
+        **kwargs,
+    ) -> Self:
+        """Shared-critic and sequential-update settings; other kwargs go to RLlib's `training()`.
+
+        Args:
+            lambda_: GAE λ.
+            critic_lr: Adam learning rate of the shared critic.
+            critic_epochs: Passes over the batch when fitting the critic.
+            critic_minibatches: Minibatches per critic epoch.
+            value_clip: Value-clipping range ε (normalized units).
+            huber_delta: Huber loss δ of the critic.
+            max_grad_norm: Gradient-norm clip for every gradient step.
+            use_value_norm: Normalize value targets with running statistics.
+            fixed_order: Update agents in the order 0..n-1 instead of a random permutation.
+            share_policy: One policy module for all agents (their spaces must be equal).
+            hidden_sizes: Hidden layer sizes of actors and critic.
+            activation: "relu", "tanh" or "leaky_relu".
+        """
+        super().training(**kwargs)
+        for name, value in {
+            "lambda_": lambda_,
+            "critic_lr": critic_lr,
+            "critic_epochs": critic_epochs,
+            "critic_minibatches": critic_minibatches,
+            "value_clip": value_clip,
+            "huber_delta": huber_delta,
+            "max_grad_norm": max_grad_norm,
+            "use_value_norm": use_value_norm,
+            "fixed_order": fixed_order,
+            "share_policy": share_policy,
+            "hidden_sizes": hidden_sizes,
+            "activation": activation,
+        }.items():
+            if value is not NotProvided:
+                setattr(self, name, value)
+        return self
+
+    def team_spaces(self) -> TeamSpaces:
+        """The env's agents and spaces, probed once on the driver."""
+        if self._team_spaces is None:
+            self._team_spaces = probe_env(self.env, self.env_config)
+        return self._team_spaces
+
+    def validate(self) -> None:
+        """Checks our fields, then probes the env and sets up one module per agent."""
+        self._validate_ha_fields()
+        if self.env is not None:
+            self._setup_team_modules(self.team_spaces())
+        super().validate()
+
+    def _validate_ha_fields(self) -> None:
+        check_field(0.0 <= self.gamma <= 1.0, "gamma", self.gamma, "a number in [0, 1]")
+        check_field(0.0 <= self.lambda_ <= 1.0, "lambda_", self.lambda_, "a number in [0, 1]")
+        check_field(self.critic_lr > 0, "critic_lr", self.critic_lr, "a number > 0")
+        check_field(self.critic_epochs >= 1, "critic_epochs", self.critic_epochs, "an integer >= 1")
+        check_field(
+            self.critic_minibatches >= 1,
+            "critic_minibatches",
+            self.critic_minibatches,
+            "an integer >= 1",
+        )
+        check_field(self.value_clip > 0, "value_clip", self.value_clip, "a number > 0")
+        check_field(self.huber_delta > 0, "huber_delta", self.huber_delta, "a number > 0")
+        check_field(self.max_grad_norm > 0, "max_grad_norm", self.max_grad_norm, "a number > 0")
+        check_field(
+            len(self.hidden_sizes) >= 1 and all(int(h) >= 1 for h in self.hidden_sizes),
+            "hidden_sizes",
+            self.hidden_sizes,
+            "a non-empty list of positive integers",
+        )
+        check_field(
+            self.activation in ("relu", "tanh", "leaky_relu"),
+            "activation",
+            self.activation,
+            "one of 'relu', 'tanh', 'leaky_relu'",
+        )
+
+    def _setup_team_modules(self, spaces: TeamSpaces) -> None:
+        """One policy module per agent (or one shared), unless the user set policies."""
+        if set(self.policies) != {"default_policy"}:
+            return
+        if self.share_policy:
+            first = spaces.agents[0]
+            for agent in spaces.agents[1:]:
+                same = (
+                    spaces.observation_spaces[agent] == spaces.observation_spaces[first]
+                    and spaces.action_spaces[agent] == spaces.action_spaces[first]
+                )
+                check_field(
+                    same,
+                    "share_policy",
+                    True,
+                    f"False here: agents {first!r} and {agent!r} have different spaces "
+                    f"({spaces.observation_spaces[first]}, {spaces.action_spaces[first]}) vs "
+                    f"({spaces.observation_spaces[agent]}, {spaces.action_spaces[agent]})",
+                )
+            self.multi_agent(policies={SHARED_POLICY_ID}, policy_mapping_fn=one_shared_module)
+        else:
+            self.multi_agent(policies=set(spaces.agents), policy_mapping_fn=module_per_agent)
+
+    def module_ids(self) -> list[str]:
+        """The policy modules in agent order (the order `fixed_order` uses)."""
+        agents = self.team_spaces().agents
+        ids: list[str] = []
+        for agent in agents:
+            mid = self.policy_mapping_fn(agent, None)
+            if mid not in ids:
+                ids.append(mid)
+        return ids
+
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        return RLModuleSpec(
+            module_class=ActorRLModule,
+            model_config={"hidden_sizes": list(self.hidden_sizes), "activation": self.activation},
+        )
+
+    def get_multi_rl_module_spec(
+        self, *, inference_only: bool = False, **kwargs
+    ) -> MultiRLModuleSpec:
+        """The actors, plus the learner-only shared critic on the global state."""
+        spec = super().get_multi_rl_module_spec(inference_only=inference_only, **kwargs)
+        if not inference_only:
+            spec.add_modules(
+                {
+                    SHARED_CRITIC_ID: RLModuleSpec(
+                        module_class=SharedCriticRLModule,
+                        observation_space=self.team_spaces().state_space,
+                        action_space=next(iter(self.team_spaces().action_spaces.values())),
+                        learner_only=True,
+                        model_config={
+                            "hidden_sizes": list(self.hidden_sizes),
+                            "activation": self.activation,
+                        },
+                    )
+                }
+            )
+        return spec
+
+    def build_learner_connector(self, input_observation_space, input_action_space, device=None):
+        """Only the team-batch builder (after any user connectors): rows stay aligned."""
+        pipeline = super().build_learner_connector(
+            input_observation_space, input_action_space, device
+        )
+        pipeline.append(TeamBatchBuilder())
+        return pipeline
+
+
+def check_field(ok: bool, field: str, value: Any, allowed: str) -> None:
+    """Raises a ValueError naming the field, its value and what is allowed."""
+    if not ok:
+        raise ValueError(f"{field}={value!r} is invalid: must be {allowed}.")

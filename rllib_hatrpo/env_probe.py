@@ -1,0 +1,55 @@
+"""Reads a team env's agents, spaces and global-state space on the driver, before any actor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+from ray.rllib.env.env_context import EnvContext
+
+
+@dataclass(frozen=True)
+class TeamSpaces:
+    """The spaces the modules are built from."""
+
+    agents: tuple[str, ...]
+    observation_spaces: dict[str, gym.Space]
+    action_spaces: dict[str, gym.Space]
+    state_space: gym.Space
+
+
+def probe_env(env_specifier: object, env_config: dict) -> TeamSpaces:
+    """Builds one env exactly as RLlib's EnvRunners would, reads its spaces, and closes it.
+
+    Raises ValueError when the env exposes no global state (`state_space`).
+    """
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    _, creator = Algorithm._get_env_id_and_creator(env_specifier, _NoRemoteEnvs())
+    env = creator(EnvContext(env_config or {}, worker_index=0))
+    try:
+        env = getattr(env, "unwrapped", env)
+        state_space = getattr(env, "state_space", None)
+        if state_space is None:
+            raise ValueError(
+                f"env: {env_specifier!r} has no global state. The shared critic needs one: "
+                "wrap a PettingZoo ParallelEnv with a state() method in "
+                "rllib_hatrpo.envs.ParallelStateEnv, or use an env that sets `state_space` and "
+                "puts the state into every agent's info under 'state'."
+            )
+        agents = tuple(env.possible_agents)
+        return TeamSpaces(
+            agents=agents,
+            observation_spaces={a: env.get_observation_space(a) for a in agents},
+            action_spaces={a: env.get_action_space(a) for a in agents},
+            state_space=state_space,
+        )
+    finally:
+        env.close()
+
+
+class _NoRemoteEnvs(dict):
+    """The one config key `_get_env_id_and_creator` reads."""
+
+    def __init__(self):
+        super().__init__(remote_worker_envs=False)

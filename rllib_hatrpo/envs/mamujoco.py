@@ -1,0 +1,216 @@
+"""Multi-Agent MuJoCo (``gymnasium_robotics.mamujoco_v1``) as a :class:`ParallelStateEnv`.
+
+Episodes last 1000 steps and end by truncation (or earlier by termination for the scenarios
+with a "healthy" condition). The library's observations are float64; the wrapper casts them
+to float32. Actions are float32 Boxes, one per agent.
+
+The configuration is validated before any env is built, so a typo fails fast with a message
+naming the field and its allowed values instead of deep inside MuJoCo.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from rllib_hatrpo.envs.parallel_state_env import ParallelStateEnv
+
+VALID_AGENT_CONFS: dict[str, tuple[str | None, ...]] = {
+    "Ant": (None, "2x4", "2x4d", "4x2"),
+    "HalfCheetah": (None, "2x3", "6x1"),
+    "Hopper": (None, "3x1"),
+    "Humanoid": (None, "9|8"),
+    "HumanoidStandup": (None, "9|8"),
+    "Reacher": (None, "2x1"),
+    "Pusher": (None, "3p"),
+    "Swimmer": (None, "2x1"),
+    "Walker2d": (None, "2x3"),
+    "InvertedPendulum": (None,),
+    "InvertedDoublePendulum": (None,),
+}
+"""Valid ``agent_conf`` per scenario, hard-coded from the ``if partitioning == ...`` chains of
+``gymnasium_robotics.envs.multiagent_mujoco.obsk.get_parts_and_edges`` (gymnasium-robotics
+1.4; the library has no data structure for it). ``None`` is the single-agent task (one agent
+observing the full state). Checked against the library by ``tests/test_envs.py``.
+The library's ``CoupledHalfCheetah`` (``"1p1"``) is left out: it crashes with mujoco>=4, whose
+``data.ten_J`` is sparse (shape ``(nnz,)``), not the dense ``(ntendon, nv)`` it indexes."""
+
+SEGMENT_SCENARIOS: tuple[str, ...] = ("ManySegmentSwimmer", "ManySegmentAnt")
+"""Scenarios whose ``agent_conf`` is free-form ``"<agents>x<segments per agent>"``."""
+
+SCENARIOS: tuple[str, ...] = (*VALID_AGENT_CONFS, *SEGMENT_SCENARIOS)
+OBS_MODES: tuple[str, ...] = ("local", "global")
+RENDER_MODES: tuple[str | None, ...] = (None, "rgb_array")
+FACTORIZATION_KEYS: tuple[str, ...] = ("partition", "edges", "globals")
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "scenario": "HalfCheetah",
+    "agent_conf": "2x3",
+    "agent_obsk": 1,
+    "agent_factorization": None,
+    "obs_mode": "local",
+    "render_mode": None,
+}
+"""All accepted ``env_config`` keys with their defaults."""
+
+_SEGMENT_CONF = re.compile(r"[1-9]\d*x[1-9]\d*")
+
+
+def validate_mamujoco_config(env_config: Mapping[str, Any]) -> None:
+    """Checks a MaMuJoCo ``env_config`` (see :func:`make_mamujoco_env`) without building it.
+
+    Raises:
+        ValueError: Naming the offending field and its allowed values.
+    """
+    unknown = sorted(set(env_config) - set(DEFAULT_CONFIG))
+    if unknown:
+        raise ValueError(f"Unknown env_config keys {unknown}; allowed: {list(DEFAULT_CONFIG)}.")
+    cfg = {**DEFAULT_CONFIG, **env_config}
+    scenario, conf, obsk, fact = (
+        cfg["scenario"],
+        cfg["agent_conf"],
+        cfg["agent_obsk"],
+        cfg["agent_factorization"],
+    )
+    if scenario not in SCENARIOS:
+        raise ValueError(f"scenario={scenario!r} is not supported; allowed: {list(SCENARIOS)}.")
+    if scenario in SEGMENT_SCENARIOS:
+        if not (isinstance(conf, str) and _SEGMENT_CONF.fullmatch(conf)):
+            raise ValueError(
+                f"agent_conf={conf!r} is invalid for scenario {scenario!r}; allowed: "
+                "'<agents>x<segments per agent>' with positive integers, e.g. '2x3'."
+            )
+    elif fact is not None:
+        if not isinstance(conf, str):
+            raise ValueError(
+                f"agent_conf={conf!r} is invalid with agent_factorization: it must be a string "
+                "(a free-form name; with None the library ignores the factorization)."
+            )
+    elif conf not in VALID_AGENT_CONFS[scenario]:
+        raise ValueError(
+            f"agent_conf={conf!r} is invalid for scenario {scenario!r}; allowed: "
+            f"{list(VALID_AGENT_CONFS[scenario])} (or any string with agent_factorization)."
+        )
+    if obsk is None:
+        if conf is not None:
+            raise ValueError(
+                "agent_obsk=None makes the library collapse the task into one fully observing "
+                "agent; allowed: a non-negative int, or None only with agent_conf=None."
+            )
+    elif isinstance(obsk, bool) or not isinstance(obsk, int) or obsk < 0:
+        raise ValueError(f"agent_obsk={obsk!r} is invalid; allowed: a non-negative int or None.")
+    if fact is not None:
+        _validate_factorization(fact)
+    if cfg["obs_mode"] not in OBS_MODES:
+        raise ValueError(f"obs_mode={cfg['obs_mode']!r} is invalid; allowed: {list(OBS_MODES)}.")
+    if cfg["render_mode"] not in RENDER_MODES:
+        raise ValueError(
+            f"render_mode={cfg['render_mode']!r} is invalid; allowed: {list(RENDER_MODES)}."
+        )
+
+
+def _validate_factorization(fact: Any) -> None:
+    """Checks the ``agent_factorization`` structure documented in :func:`make_mamujoco_env`."""
+    from gymnasium_robotics.envs.multiagent_mujoco.obsk import HyperEdge, Node
+
+    def is_seq(x: Any, item_type: type) -> bool:
+        return isinstance(x, Sequence) and all(isinstance(i, item_type) for i in x)
+
+    if not (isinstance(fact, Mapping) and set(fact) == set(FACTORIZATION_KEYS)):
+        raise ValueError(
+            f"agent_factorization must be a dict with exactly the keys {list(FACTORIZATION_KEYS)}."
+        )
+    part = fact["partition"]
+    if not (isinstance(part, Sequence) and part and all(is_seq(p, Node) and p for p in part)):
+        raise ValueError(
+            "agent_factorization['partition'] must be a non-empty list of non-empty tuples of "
+            "obsk.Node (one tuple per agent)."
+        )
+    if not is_seq(fact["edges"], HyperEdge):
+        raise ValueError("agent_factorization['edges'] must be a list of obsk.HyperEdge.")
+    if not is_seq(fact["globals"], Node):
+        raise ValueError("agent_factorization['globals'] must be a list of obsk.Node.")
+
+
+def single_joint_factorization(scenario: str) -> dict[str, list[Any]]:
+    """An ``agent_factorization`` with one agent per actuated joint (e.g. Walker2d 6x1,
+    Humanoid 17x1, Hopper 3x1), agent ``i`` driving actuator ``i``.
+
+    Built from the library's own joint graph of ``scenario``, so observations (``agent_obsk``
+    neighbourhoods) follow the library's edges. Use it with any string ``agent_conf``.
+    """
+    from gymnasium_robotics.envs.multiagent_mujoco.obsk import get_parts_and_edges
+
+    confs = [c for c in VALID_AGENT_CONFS.get(scenario, ()) if c is not None]
+    if not confs:
+        raise ValueError(
+            f"scenario={scenario!r} has no joint graph; allowed: "
+            f"{[s for s, c in VALID_AGENT_CONFS.items() if len(c) > 1]} "
+            f"({list(SEGMENT_SCENARIOS)} take agent_conf '<n>x1' instead)."
+        )
+    parts, edges, global_nodes = get_parts_and_edges(scenario, confs[0])
+    nodes = sorted((n for part in parts for n in part), key=lambda n: n.act_ids)
+    return {"partition": [(n,) for n in nodes], "edges": edges, "globals": global_nodes}
+
+
+def standardize(x: np.ndarray) -> np.ndarray:
+    """HARL's state normalisation: ``(x - mean(x)) / (std(x) + 1e-8)`` within the vector."""
+    return (x - x.mean()) / (x.std() + 1e-8)
+
+
+def make_mamujoco_env(env_config: Mapping[str, Any] | None = None) -> ParallelStateEnv:
+    """Builds a MaMuJoCo env; usable directly as an RLlib env creator (``EnvContext``).
+
+    Keys of ``env_config`` (all optional, unknown keys are rejected):
+
+    * ``scenario`` (``"HalfCheetah"``): one of :data:`SCENARIOS`.
+    * ``agent_conf`` (``"2x3"``): see :data:`VALID_AGENT_CONFS`; ``"<n>x<m>"`` for the
+      ManySegment scenarios; ``None`` = single agent.
+    * ``agent_obsk`` (``1``): graph distance of the joints each agent observes.
+    * ``agent_factorization`` (``None``): a custom split overriding ``agent_conf``'s, as
+      ``mamujoco_v1`` expects it: ``{"partition": [tuple[Node, ...] per agent],
+      "edges": [HyperEdge, ...], "globals": [Node, ...]}`` with ``Node``/``HyperEdge`` from
+      ``gymnasium_robotics.envs.multiagent_mujoco.obsk``; each Node's ``act_ids`` is the
+      actuator it drives, and every actuator must belong to exactly one agent. Easiest is to
+      regroup the nodes of ``obsk.get_parts_and_edges(scenario, conf)``, see
+      :func:`single_joint_factorization`. ``agent_conf`` must then be a string (a label).
+    * ``obs_mode`` (``"local"``): ``"local"`` = the library's partial observations, global
+      state = ``state()``; ``"global"`` = HARL's setting: each agent observes
+      ``standardize(state())`` concatenated with its one-hot id, and the global state is
+      ``standardize(state())``.
+    * ``render_mode`` (``None``): ``None`` or ``"rgb_array"``.
+    """
+    from gymnasium_robotics import mamujoco_v1
+
+    env_config = dict(env_config or {})
+    validate_mamujoco_config(env_config)
+    cfg = {**DEFAULT_CONFIG, **env_config}
+    env = mamujoco_v1.parallel_env(
+        cfg["scenario"],
+        cfg["agent_conf"],
+        agent_obsk=cfg["agent_obsk"],
+        agent_factorization=cfg["agent_factorization"],
+        render_mode=cfg["render_mode"],
+    )
+    env.render_mode = cfg["render_mode"]  # The library keeps it on its inner gymnasium env only.
+    if cfg["obs_mode"] == "local":
+        return ParallelStateEnv(env)
+
+    agents = list(env.possible_agents)
+    eye = np.eye(len(agents), dtype=np.float32)
+    obs_dim = int(np.shape(env.state())[0]) + len(agents)
+    box = gym.spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float32)
+
+    def global_obs(index: int, _aid: str, _local: np.ndarray, state: np.ndarray) -> np.ndarray:
+        return np.concatenate([state, eye[index]])
+
+    return ParallelStateEnv(
+        env,
+        state_fn=standardize,
+        obs_fn=global_obs,
+        observation_spaces=dict.fromkeys(agents, box),
+    )

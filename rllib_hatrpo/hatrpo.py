@@ -1,0 +1,109 @@
+"""HATRPO: heterogeneous-agent trust-region policy optimisation (Kuba et al. 2022)."""
+
+from __future__ import annotations
+
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import NotProvided
+from ray.rllib.utils.annotations import override
+from typing_extensions import Self
+
+from rllib_hatrpo.algorithm import HAAlgorithm
+from rllib_hatrpo.config import HAConfig, check_field
+
+
+class HATRPOConfig(HAConfig):
+    """HATRPO settings; defaults are HARL's tuned values for MaMuJoCo.
+
+    Example:
+        config = (
+            HATRPOConfig()
+            .environment("mamujoco", env_config={"scenario": "HalfCheetah", "agent_conf": "2x3"})
+            .env_runners(num_env_runners=1)
+            .training(kl_threshold=0.01)
+        )
+        algo = config.build_algo()
+    """
+
+    def __init__(self, algo_class: type | None = None):
+        super().__init__(algo_class=algo_class or HATRPO)
+        self.kl_threshold = 0.01
+        self.cg_iters = 10
+        self.cg_damping = 0.1
+        self.line_search_steps = 10
+        self.backtrack_coeff = 0.8
+        self.accept_ratio = 0.5
+
+    @override(HAConfig)
+    def training(
+        self,
+        *,
+        kl_threshold: float = NotProvided,
+        cg_iters: int = NotProvided,
+        cg_damping: float = NotProvided,
+        line_search_steps: int = NotProvided,
+        backtrack_coeff: float = NotProvided,
+        accept_ratio: float = NotProvided,
+        **kwargs,
+    ) -> Self:
+        """Trust-region settings; other kwargs go to `HAConfig.training`.
+
+        Args:
+            kl_threshold: δ, the largest mean KL(π_old ‖ π_new) an agent's step may take.
+            cg_iters: Conjugate-gradient iterations for H⁻¹g.
+            cg_damping: Damping λ added to the Fisher-vector product, (H + λI)v.
+            line_search_steps: Backtracking tries before the step is rejected.
+            backtrack_coeff: Step fraction multiplier per try, in (0, 1).
+            accept_ratio: Minimum improvement / expected improvement to accept, in [0, 1].
+        """
+        super().training(**kwargs)
+        for name, value in {
+            "kl_threshold": kl_threshold,
+            "cg_iters": cg_iters,
+            "cg_damping": cg_damping,
+            "line_search_steps": line_search_steps,
+            "backtrack_coeff": backtrack_coeff,
+            "accept_ratio": accept_ratio,
+        }.items():
+            if value is not NotProvided:
+                setattr(self, name, value)
+        return self
+
+    @override(HAConfig)
+    def _validate_ha_fields(self) -> None:
+        super()._validate_ha_fields()
+        check_field(self.kl_threshold > 0, "kl_threshold", self.kl_threshold, "a number > 0")
+        check_field(self.cg_iters >= 1, "cg_iters", self.cg_iters, "an integer >= 1")
+        check_field(self.cg_damping >= 0, "cg_damping", self.cg_damping, "a number >= 0")
+        check_field(
+            self.line_search_steps >= 1,
+            "line_search_steps",
+            self.line_search_steps,
+            "an integer >= 1",
+        )
+        check_field(
+            0 < self.backtrack_coeff < 1,
+            "backtrack_coeff",
+            self.backtrack_coeff,
+            "a number in the open interval (0, 1)",
+        )
+        check_field(
+            0 <= self.accept_ratio <= 1,
+            "accept_ratio",
+            self.accept_ratio,
+            "a number in the closed interval [0, 1]",
+        )
+
+    @override(HAConfig)
+    def get_default_learner_class(self):
+        from rllib_hatrpo.hatrpo_learner import HATRPOLearner
+
+        return HATRPOLearner
+
+
+class HATRPO(HAAlgorithm):
+    """HATRPO on RLlib's new API stack."""
+
+    @classmethod
+    @override(Algorithm)
+    def get_default_config(cls) -> HATRPOConfig:
+        return HATRPOConfig()

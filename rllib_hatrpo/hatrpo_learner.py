@@ -1,0 +1,46 @@
+"""HATRPO's agent step: a trust-region step on the surrogate E[ratio · M · A]."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import torch
+from ray.rllib.utils.annotations import override
+
+from rllib_hatrpo.learner import HeterogeneousAgentLearner, ModuleBatch
+from rllib_hatrpo.trust_region import trust_region_step
+
+
+class HATRPOLearner(HeterogeneousAgentLearner):
+    """Steps each agent with conjugate gradient + line search inside the KL ball δ."""
+
+    @override(HeterogeneousAgentLearner)
+    def agent_step(
+        self, module_id: str, batch: ModuleBatch, weighted_advantages: torch.Tensor
+    ) -> dict[str, float]:
+        module = self.module[module_id]
+        dist_cls = module.get_train_action_dist_cls()
+        old_dist = dist_cls.from_logits(batch.old_dist_inputs.double())
+
+        def surrogate() -> torch.Tensor:
+            logp = dist_cls.from_logits(self._dist_inputs(module_id, batch.obs)).logp(batch.actions)
+            # HATRPO surrogate: E[π_new/π_old · M · A] (Kuba et al. 2022, eq. 12)
+            return (torch.exp(logp - batch.old_logp) * weighted_advantages).mean()
+
+        def mean_kl() -> torch.Tensor:
+            new_dist = dist_cls.from_logits(self._dist_inputs(module_id, batch.obs).double())
+            return old_dist.kl(new_dist).mean()  # mean KL(π_old ‖ π_new), float64
+
+        cfg = self.config
+        stats = trust_region_step(
+            list(module.parameters()),
+            surrogate,
+            mean_kl,
+            max_kl=cfg.kl_threshold,
+            cg_iters=cfg.cg_iters,
+            cg_damping=cfg.cg_damping,
+            line_search_steps=cfg.line_search_steps,
+            backtrack_coeff=cfg.backtrack_coeff,
+            accept_ratio=cfg.accept_ratio,
+        )
+        return asdict(stats)

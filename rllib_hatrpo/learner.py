@@ -1,0 +1,219 @@
+"""The centralized-value learner: advantages from the shared critic, the sequential agent
+update, then the critic fit. Subclasses contribute only `agent_step`."""
+
+from __future__ import annotations
+
+import abc
+from collections import defaultdict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.core import ALL_MODULES
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.learner import Learner
+from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.core.learner.training_data import TrainingData
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_TRAINED, NUM_ENV_STEPS_TRAINED_LIFETIME
+
+from rllib_hatrpo.advantages import compute_gae
+from rllib_hatrpo.envs.parallel_state_env import GLOBAL_STATE_KEY
+from rllib_hatrpo.sequential_update import sequential_update
+from rllib_hatrpo.shared_critic import SHARED_CRITIC_ID, value_loss
+from rllib_hatrpo.team_batch import TEAM_BATCH
+
+
+@dataclass
+class ModuleBatch:
+    """One policy module's rows: its agents' rows stacked agent after agent (k·N rows)."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    old_logp: torch.Tensor
+    old_dist_inputs: torch.Tensor
+    num_agents: int
+
+
+class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
+    """Runs one iteration of a heterogeneous-agent algorithm on the given episodes."""
+
+    @override(Learner)
+    def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
+        if module_id != SHARED_CRITIC_ID:
+            return
+        critic = self.module[SHARED_CRITIC_ID]
+        params = self.get_parameters(critic)
+        self.register_optimizer(
+            module_id=module_id,
+            optimizer_name="critic",
+            optimizer=torch.optim.Adam(params, eps=1e-5),
+            params=params,
+            lr_or_lr_schedule=self.config.critic_lr,
+        )
+
+    @override(Learner)
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
+        """Unused: the sequential update replaces RLlib's per-module loss path."""
+        raise NotImplementedError(
+            f"{type(self).__name__} updates agents sequentially in `update()`; it has no "
+            "per-module loss."
+        )
+
+    @abc.abstractmethod
+    def agent_step(
+        self, module_id: str, batch: ModuleBatch, weighted_advantages: torch.Tensor
+    ) -> dict[str, float]:
+        """Improves one policy module on its rows, given M·A per row; returns diagnostics."""
+
+    @override(Learner)
+    def update(
+        self,
+        *,
+        training_data: TrainingData | None = None,
+        episodes: list | None = None,
+        timesteps: dict[str, Any] | None = None,
+        agent_order: list[str] | None = None,
+        **kwargs,
+    ) -> dict[str, Any]:
+        """One iteration: GAE from the shared critic, agents in `agent_order`, critic fit."""
+        self._check_is_built()
+        if training_data is None:
+            training_data = TrainingData(episodes=episodes)
+        training_data.solve_refs()
+        team = self._learner_connector(
+            rl_module=self.module,
+            batch={},
+            episodes=training_data.episodes,
+            shared_data={},
+            metrics=self.metrics,
+        )[TEAM_BATCH]
+
+        critic = self.module[SHARED_CRITIC_ID]
+        states = torch.as_tensor(team["state"], device=self._device)
+        lengths = team["fragment_lengths"]
+        row_of_step = _step_rows(lengths)  # rows of `states` that are env steps (not bootstrap)
+        with torch.no_grad():
+            norm_values = critic.compute_values({GLOBAL_STATE_KEY: states})
+            values = critic.value_normalizer.denormalize(norm_values.double())
+        advantages, targets = compute_gae(
+            team["rewards"],
+            values.cpu().numpy(),
+            lengths,
+            team["terminated"],
+            self.config.gamma,
+            self.config.lambda_,
+        )
+        advantages = torch.as_tensor(advantages, device=self._device)
+        # advantages standardized over the batch: (A − mean) / std
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-5)
+
+        module_batches = self._module_batches(team["agents"])
+        order = agent_order if agent_order is not None else sorted(module_batches)
+        num_rows = len(advantages)
+
+        def step(module_id: Hashable, factor: torch.Tensor) -> dict[str, float]:
+            mb = module_batches[module_id]
+            weighted = (factor.to(advantages.device) * advantages).repeat(mb.num_agents)
+            return self.agent_step(module_id, mb, weighted.float())
+
+        def log_ratio(module_id: Hashable) -> torch.Tensor:
+            mb = module_batches[module_id]
+            logp = self._logp(module_id, mb.obs, mb.actions)
+            # joint ratio of the module's agents on each env step: Π_agents π_new/π_old
+            return (logp - mb.old_logp).reshape(mb.num_agents, num_rows).sum(0).cpu()
+
+        results, _ = sequential_update(order, num_rows, step, log_ratio)
+        for module_id, stats in results.items():
+            for key, value in stats.items():
+                self.metrics.log_value((module_id, key), float(value), window=1)
+
+        self._fit_critic(
+            states[row_of_step], norm_values[row_of_step], targets, values[row_of_step]
+        )
+        self.metrics.log_value((ALL_MODULES, NUM_ENV_STEPS_TRAINED), num_rows, reduce="sum")
+        self.metrics.log_value(
+            (ALL_MODULES, NUM_ENV_STEPS_TRAINED_LIFETIME), num_rows, reduce="lifetime_sum"
+        )
+        return self.metrics.reduce()
+
+    def _module_batches(self, agents: dict[str, dict[str, np.ndarray]]) -> dict[str, ModuleBatch]:
+        """Groups agents by the policy module they map to and records π_old on their rows."""
+        groups: dict[str, list[str]] = defaultdict(list)
+        for agent_id in agents:
+            groups[self.config.policy_mapping_fn(agent_id, None)].append(agent_id)
+        batches = {}
+        for module_id, agent_ids in groups.items():
+            obs = torch.as_tensor(
+                np.concatenate([agents[a][Columns.OBS] for a in agent_ids]), device=self._device
+            )
+            actions = torch.as_tensor(
+                np.concatenate([agents[a][Columns.ACTIONS] for a in agent_ids]),
+                device=self._device,
+            )
+            with torch.no_grad():
+                dist_inputs = self._dist_inputs(module_id, obs)
+                dist = self.module[module_id].get_train_action_dist_cls().from_logits(dist_inputs)
+                batches[module_id] = ModuleBatch(
+                    obs, actions, dist.logp(actions), dist_inputs, len(agent_ids)
+                )
+        return batches
+
+    def _dist_inputs(self, module_id: str, obs: torch.Tensor) -> torch.Tensor:
+        return self.module[module_id].forward_train({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+
+    def _logp(self, module_id: str, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        dist_cls = self.module[module_id].get_train_action_dist_cls()
+        return dist_cls.from_logits(self._dist_inputs(module_id, obs)).logp(actions)
+
+    def _fit_critic(
+        self,
+        states: torch.Tensor,
+        old_norm_values: torch.Tensor,
+        targets: np.ndarray,
+        old_values: torch.Tensor,
+    ) -> None:
+        """Fits V(s) to the GAE targets in normalized units (Huber loss, value clipping)."""
+        critic = self.module[SHARED_CRITIC_ID]
+        optimizer = self.get_optimizer(SHARED_CRITIC_ID, "critic")
+        targets_t = torch.as_tensor(targets, device=self._device)
+        if self.config.use_value_norm:
+            critic.value_normalizer.update(targets_t)
+            norm_targets = critic.value_normalizer.normalize(targets_t).float()
+        else:
+            norm_targets = targets_t.float()
+        n = len(targets_t)
+        num_minibatches = self.config.critic_minibatches
+        losses = []
+        for _ in range(self.config.critic_epochs):
+            perm = torch.randperm(n, device=self._device)
+            for idx in perm.chunk(num_minibatches):
+                pred = critic.compute_values({GLOBAL_STATE_KEY: states[idx]})
+                loss = value_loss(
+                    pred,
+                    old_norm_values[idx],
+                    norm_targets[idx],
+                    value_clip=self.config.value_clip,
+                    huber_delta=self.config.huber_delta,
+                )
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(critic.parameters(), self.config.max_grad_norm)
+                optimizer.step()
+                losses.append(float(loss.detach()))
+        # explained variance of the pre-fit values: 1 − Var(R − V) / Var(R)
+        residual_var = torch.var(targets_t - old_values)
+        explained = 1.0 - float(residual_var / torch.var(targets_t).clamp(min=1e-8))
+        self.metrics.log_value((SHARED_CRITIC_ID, "critic_loss"), float(np.mean(losses)), window=1)
+        self.metrics.log_value((SHARED_CRITIC_ID, "explained_variance"), explained, window=1)
+
+
+def _step_rows(fragment_lengths: list[int]) -> torch.Tensor:
+    """Indices of the per-observation rows that belong to env steps (drops bootstrap rows)."""
+    rows, offset = [], 0
+    for n in fragment_lengths:
+        rows.append(torch.arange(offset, offset + n))
+        offset += n + 1
+    return torch.cat(rows)

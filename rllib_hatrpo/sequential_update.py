@@ -1,0 +1,42 @@
+"""The heterogeneous-agent sequential update (Kuba et al. 2022, Algorithm 1 and 2).
+
+Agents are updated one after another in the given order. Agent i_m's step sees the factor
+M = Π_{j<m} π_new^{i_j}(a|s) / π_old^{i_j}(a|s) of the agents already updated, evaluated row by
+row on the same env steps; M is a constant (no gradient). What an agent's step does (trust
+region, PPO clip, plain gradient) is passed in, so every algorithm shares this one loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
+
+import torch
+
+StepResult = TypeVar("StepResult")
+
+
+def sequential_update(
+    order: Sequence[Hashable],
+    num_rows: int,
+    agent_step: Callable[[Hashable, torch.Tensor], StepResult],
+    log_ratio: Callable[[Hashable], torch.Tensor],
+) -> tuple[dict[Hashable, StepResult], dict[Hashable, torch.Tensor]]:
+    """Runs `agent_step(agent, M)` for each agent in `order`, updating M in between.
+
+    `log_ratio(agent)` must return, for each of the `num_rows` rows, log π_new(a|s) − log π_old(a|s)
+    of that agent's own action under its parameters after its step.
+
+    Returns the step results and the factor M each agent was given, both keyed by agent.
+    """
+    factor = torch.ones(num_rows, dtype=torch.float64)
+    results: dict[Hashable, StepResult] = {}
+    factors: dict[Hashable, torch.Tensor] = {}
+    for agent in order:
+        factors[agent] = factor
+        results[agent] = agent_step(agent, factor)
+        with torch.no_grad():
+            ratio = torch.exp(log_ratio(agent).double()).reshape(num_rows)
+        # M ← M · π_new/π_old of the agent just updated (Kuba et al. 2022, eq. 11)
+        factor = factor * ratio
+    return results, factors

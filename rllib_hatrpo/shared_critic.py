@@ -1,0 +1,63 @@
+"""The shared critic V(s) on the environment's global state, a learner-only RLModule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import torch
+from ray.rllib.core.rl_module.apis import ValueFunctionAPI
+from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+
+from rllib_hatrpo.envs.parallel_state_env import GLOBAL_STATE_KEY
+from rllib_hatrpo.networks import build_mlp, orthogonal_linear
+from rllib_hatrpo.value_normalizer import ValueNormalizer
+
+SHARED_CRITIC_ID = "shared_critic"
+
+
+class SharedCriticRLModule(TorchRLModule, ValueFunctionAPI):
+    """MLP value function over the global state; predicts values in normalized units.
+
+    Built with `learner_only=True`: it never ships to EnvRunners. The value normalizer's
+    statistics are buffers of this module, so they are saved and restored with its weights.
+    """
+
+    def setup(self) -> None:
+        cfg = self.model_config or {}
+        hidden = list(cfg.get("hidden_sizes", [128, 128, 128]))
+        state_dim = int(gym.spaces.flatdim(self.observation_space))
+        self.body = build_mlp(state_dim, hidden, cfg.get("activation", "relu"))
+        self.value_head = orthogonal_linear(hidden[-1] if hidden else state_dim, 1, gain=1.0)
+        self.value_normalizer = ValueNormalizer()
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
+        """Normalized V(s) for `batch["state"]`, one value per row."""
+        state = batch[GLOBAL_STATE_KEY]
+        return self.value_head(self.body(state.reshape(state.shape[0], -1).float())).squeeze(-1)
+
+    def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return {"vf_preds": self.compute_values(batch)}
+
+
+def value_loss(
+    pred: torch.Tensor,
+    old_pred: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    value_clip: float,
+    huber_delta: float,
+) -> torch.Tensor:
+    """Clipped Huber value loss: mean of max(huber(R − V), huber(R − V_clipped)).
+
+    V_clipped = V_old + clip(V − V_old, −ε, ε) keeps the critic near its previous predictions
+    (PPO-style value clipping, as HARL's critic). All values in normalized units.
+    """
+    clipped = old_pred + (pred - old_pred).clamp(-value_clip, value_clip)  # V_clipped
+    loss_unclipped = torch.nn.functional.huber_loss(
+        pred, target, delta=huber_delta, reduction="none"
+    )
+    loss_clipped = torch.nn.functional.huber_loss(
+        clipped, target, delta=huber_delta, reduction="none"
+    )
+    return torch.max(loss_unclipped, loss_clipped).mean()
