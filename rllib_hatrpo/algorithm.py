@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.core import ALL_MODULES
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
@@ -17,7 +16,11 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
+from rllib_hatrpo.sequential_update import AgentOrder
+
 AGENT_ORDER = "agent_order"
+# Timers report this iteration's seconds (RLlib's default is a slow moving average).
+_THIS_ITERATION = {"reduce": "mean", "window": 1}
 
 
 class HAAlgorithm(Algorithm):
@@ -27,18 +30,26 @@ class HAAlgorithm(Algorithm):
     def setup(self, config) -> None:
         super().setup(config)
         # A generator of its own, so the order sequence depends on the seed alone.
-        self._order_rng = np.random.default_rng(self.config.seed)
+        self.agent_order = AgentOrder(
+            self.config.module_ids(), self.config.seed, fixed=self.config.fixed_order
+        )
 
-    def next_agent_order(self) -> list[str]:
-        """Module ids in update order: a fresh permutation, or 0..n-1 with `fixed_order`."""
-        ids = self.config.module_ids()
-        if self.config.fixed_order:
-            return ids
-        return [ids[i] for i in self._order_rng.permutation(len(ids))]
+    @override(Algorithm)
+    def get_state(self, components=None, *, not_components=None, **kwargs) -> dict:
+        """RLlib's state plus the agent-order generator, so a resumed run draws the same orders."""
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        state[AGENT_ORDER] = self.agent_order.get_state()
+        return state
+
+    @override(Algorithm)
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        if AGENT_ORDER in state:
+            self.agent_order.set_state(state[AGENT_ORDER])
 
     @override(Algorithm)
     def training_step(self) -> None:
-        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER), **_THIS_ITERATION):
             episodes, env_runner_results = synchronous_parallel_sample(
                 worker_set=self.env_runner_group,
                 max_env_steps=self.config.total_train_batch_size,
@@ -50,9 +61,9 @@ class HAAlgorithm(Algorithm):
             return
         self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
 
-        order = self.next_agent_order()
+        order = self.agent_order.next()
         self.metrics.log_value(AGENT_ORDER, order, reduce="item")
-        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER), **_THIS_ITERATION):
             learner_results = self.learner_group.update(
                 episodes=episodes,
                 timesteps={
@@ -64,7 +75,7 @@ class HAAlgorithm(Algorithm):
             )
         self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
 
-        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER), **_THIS_ITERATION):
             self.env_runner_group.sync_weights(
                 from_worker_or_learner_group=self.learner_group,
                 policies=set(order) - {ALL_MODULES},

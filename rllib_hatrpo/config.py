@@ -7,6 +7,7 @@ from typing import Any
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.policy.policy import PolicySpec
 from typing_extensions import Self
 
 from rllib_hatrpo.actor import ActorRLModule
@@ -164,9 +165,15 @@ class HAConfig(AlgorithmConfig):
                     f"({spaces.observation_spaces[first]}, {spaces.action_spaces[first]}) vs "
                     f"({spaces.observation_spaces[agent]}, {spaces.action_spaces[agent]})",
                 )
-            self.multi_agent(policies={SHARED_POLICY_ID}, policy_mapping_fn=one_shared_module)
+            self.multi_agent(
+                policies={SHARED_POLICY_ID: _policy_spec(spaces, spaces.agents[0])},
+                policy_mapping_fn=one_shared_module,
+            )
         else:
-            self.multi_agent(policies=set(spaces.agents), policy_mapping_fn=module_per_agent)
+            self.multi_agent(
+                policies={a: _policy_spec(spaces, a) for a in spaces.agents},
+                policy_mapping_fn=module_per_agent,
+            )
 
     def module_ids(self) -> list[str]:
         """The policy modules in agent order (the order `fixed_order` uses)."""
@@ -213,6 +220,13 @@ class HAConfig(AlgorithmConfig):
         )
         pipeline.append(TeamBatchBuilder())
         return pipeline
+
+
+def _policy_spec(spaces: TeamSpaces, agent: str) -> PolicySpec:
+    """The agent's spaces, so module specs never depend on an EnvRunner reporting them."""
+    return PolicySpec(
+        observation_space=spaces.observation_spaces[agent], action_space=spaces.action_spaces[agent]
+    )
 
 
 def check_field(ok: bool, field: str, value: Any, allowed: str) -> None:

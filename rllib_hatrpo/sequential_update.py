@@ -9,8 +9,9 @@ region, PPO clip, plain gradient) is passed in, so every algorithm shares this o
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 StepResult = TypeVar("StepResult")
@@ -40,3 +41,31 @@ def sequential_update(
         # M ← M · π_new/π_old of the agent just updated (Kuba et al. 2022, eq. 11)
         factor = factor * ratio
     return results, factors
+
+
+class AgentOrder:
+    """Draws each iteration's update order: a fresh random permutation from a seeded generator,
+    or always the given order with `fixed=True`. Its state is part of every checkpoint."""
+
+    def __init__(self, agents: Sequence[Hashable], seed: int | None, fixed: bool = False):
+        self.agents = list(agents)
+        self.fixed = fixed
+        self._rng = np.random.default_rng(seed)
+
+    def next(self) -> list[Hashable]:
+        """The order for the next iteration."""
+        if self.fixed:
+            return list(self.agents)
+        return [self.agents[i] for i in self._rng.permutation(len(self.agents))]
+
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "agents": list(self.agents),
+            "fixed": self.fixed,
+            "rng": self._rng.bit_generator.state,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.agents = list(state["agents"])
+        self.fixed = state["fixed"]
+        self._rng.bit_generator.state = state["rng"]

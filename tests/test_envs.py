@@ -80,7 +80,8 @@ def test_generic_wrapper_semantics() -> None:
     obs, rews, terms, truncs, infos = env.step({"a": 0, "b": 1})
     assert terms == {"a": False, "b": True, "__all__": False}
     assert truncs["__all__"] is False and type(rews["a"]) is float
-    assert env.agents == ["a"]
+    # RLlib requires every agent that returned an observation to be listed in `agents`.
+    assert env.agents == ["a", "b"]
     obs, rews, terms, truncs, infos = env.step({"a": 0})
     assert set(obs) == {"a"} and terms["__all__"] is True and truncs["__all__"] is False
     np.testing.assert_array_equal(infos["a"][GLOBAL_STATE_KEY], [2, 4, 3])
@@ -111,7 +112,7 @@ def test_halfcheetah_local_mode_and_truncation() -> None:
             assert not terms["__all__"] and not truncs["__all__"]
     assert truncs == {"agent_0": True, "agent_1": True, "__all__": True}
     assert terms == {"agent_0": False, "agent_1": False, "__all__": False}
-    assert env.agents == []
+    assert env.agents == ["agent_0", "agent_1"]  # the agents whose final obs was returned
     env.close()
 
 

@@ -155,12 +155,14 @@ class ParallelStateEnv(MultiAgentEnv):
     ) -> tuple[MultiAgentDict, MultiAgentDict, MultiAgentDict, MultiAgentDict, MultiAgentDict]:
         """Steps the wrapped env; returns RLlib's ``(obs, rew, term, trunc, infos)`` dicts."""
         obs, rewards, terms, truncs, infos = self.par_env.step(action_dict)
-        self.agents = list(self.par_env.agents)
+        # PettingZoo empties `agents` when the episode ends; RLlib wants every agent that
+        # returned an observation to be listed.
+        self.agents = list(dict.fromkeys([*self.par_env.agents, *obs]))
         obs, infos = self._obs_and_infos(obs, infos)
         terminateds = {aid: bool(v) for aid, v in terms.items()}
         truncateds = {aid: bool(v) for aid, v in truncs.items()}
         stepped = set(terminateds) | set(truncateds)
-        done = not self.agents or (
+        done = not self.par_env.agents or (
             bool(stepped)
             and all(terminateds.get(aid, False) or truncateds.get(aid, False) for aid in stepped)
         )
