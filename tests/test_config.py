@@ -100,7 +100,7 @@ def test_defaults_are_harl_values_and_one_module_per_agent():
     assert cfg.module_ids() == ["a0", "a1"]
     spec = cfg.get_multi_rl_module_spec()
     assert spec.rl_module_specs["shared_critic"].learner_only
-    assert spec.rl_module_specs["shared_critic"].observation_space.shape == (2,)
+    assert spec.rl_module_specs["shared_critic"].observation_space.shape == (4,)
     assert "shared_critic" not in cfg.get_multi_rl_module_spec(inference_only=True).rl_module_specs
 
 
