@@ -49,9 +49,7 @@ class ActorRLModule(TorchRLModule):
             self.head = orthogonal_linear(feature_dim, int(self.action_space.n), gain=0.01)
             self.action_dist_cls = TorchCategorical
         else:
-            raise ValueError(
-                f"action_space must be Box or Discrete, got {self.action_space}"
-            )
+            raise ValueError(f"action_space must be Box or Discrete, got {self.action_space}")
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         obs = batch[Columns.OBS].reshape(batch[Columns.OBS].shape[0], -1).float()

@@ -88,20 +88,24 @@ class HAConfig(AlgorithmConfig):
             activation: "relu", "tanh" or "leaky_relu".
         """
         super().training(**kwargs)
-        for name, value in {
-            "lambda_": lambda_,
-            "critic_lr": critic_lr,
-            "critic_epochs": critic_epochs,
-            "critic_minibatches": critic_minibatches,
-            "value_clip": value_clip,
-            "huber_delta": huber_delta,
-            "max_grad_norm": max_grad_norm,
-            "use_value_norm": use_value_norm,
-            "fixed_order": fixed_order,
-            "share_policy": share_policy,
-            "hidden_sizes": hidden_sizes,
-            "activation": activation,
-        }.items():
+        return self.set_provided(
+            lambda_=lambda_,
+            critic_lr=critic_lr,
+            critic_epochs=critic_epochs,
+            critic_minibatches=critic_minibatches,
+            value_clip=value_clip,
+            huber_delta=huber_delta,
+            max_grad_norm=max_grad_norm,
+            use_value_norm=use_value_norm,
+            fixed_order=fixed_order,
+            share_policy=share_policy,
+            hidden_sizes=hidden_sizes,
+            activation=activation,
+        )
+
+    def set_provided(self, **fields: Any) -> Self:
+        """Sets the fields a builder call actually provided (RLlib's NotProvided convention)."""
+        for name, value in fields.items():
             if value is not NotProvided:
                 setattr(self, name, value)
         return self
@@ -124,12 +128,7 @@ class HAConfig(AlgorithmConfig):
         check_field(0.0 <= self.lambda_ <= 1.0, "lambda_", self.lambda_, "a number in [0, 1]")
         check_field(self.critic_lr > 0, "critic_lr", self.critic_lr, "a number > 0")
         check_field(self.critic_epochs >= 1, "critic_epochs", self.critic_epochs, "an integer >= 1")
-        check_field(
-            self.critic_minibatches >= 1,
-            "critic_minibatches",
-            self.critic_minibatches,
-            "an integer >= 1",
-        )
+        check_minibatches(self, "critic_minibatches", self.critic_minibatches)
         check_field(self.value_clip > 0, "value_clip", self.value_clip, "a number > 0")
         check_field(self.huber_delta > 0, "huber_delta", self.huber_delta, "a number > 0")
         check_field(self.max_grad_norm > 0, "max_grad_norm", self.max_grad_norm, "a number > 0")
@@ -229,7 +228,55 @@ def _policy_spec(spaces: TeamSpaces, agent: str) -> PolicySpec:
     )
 
 
+def check_minibatches(config: AlgorithmConfig, field: str, value: int) -> None:
+    """Minibatches per epoch: at least 1, at most the rows of one train batch."""
+    rows = config.train_batch_size_per_learner or config.train_batch_size
+    check_field(1 <= value <= rows, field, value, f"an integer in [1, {rows}] (the batch size)")
+
+
 def check_field(ok: bool, field: str, value: Any, allowed: str) -> None:
     """Raises a ValueError naming the field, its value and what is allowed."""
     if not ok:
         raise ValueError(f"{field}={value!r} is invalid: must be {allowed}.")
+
+
+class FirstOrderConfig(HAConfig):
+    """Settings of the methods whose agent step is Adam on a policy loss (HAPPO, HAA2C)."""
+
+    def __init__(self, algo_class: type | None = None):
+        super().__init__(algo_class=algo_class)
+        self.lr = 5e-4
+        self.actor_minibatches = 1
+        self.entropy_coeff = 0.01
+
+    def training(
+        self,
+        *,
+        actor_minibatches: int = NotProvided,
+        entropy_coeff: float = NotProvided,
+        **kwargs,
+    ) -> Self:
+        """Actor optimisation settings; other kwargs go to `HAConfig.training`.
+
+        Args:
+            actor_minibatches: Minibatches per actor epoch; each takes the same rows of the
+                agent's batch and of M.
+            entropy_coeff: Weight of the entropy bonus.
+
+        The actors' Adam learning rate is RLlib's `lr`: a number, or a schedule such as
+        `[[0, 5e-4], [10_000_000, 0.0]]` for HARL's linear decay.
+        """
+        super().training(**kwargs)
+        return self.set_provided(actor_minibatches=actor_minibatches, entropy_coeff=entropy_coeff)
+
+    @property
+    def actor_epochs(self) -> int:
+        """Passes over the agent's batch in its step (each method names its own field)."""
+        raise NotImplementedError
+
+    def _validate_ha_fields(self) -> None:
+        super()._validate_ha_fields()
+        check_minibatches(self, "actor_minibatches", self.actor_minibatches)
+        check_field(self.entropy_coeff >= 0, "entropy_coeff", self.entropy_coeff, "a number >= 0")
+        if not isinstance(self.lr, list | tuple):
+            check_field(self.lr > 0, "lr", self.lr, "a number > 0 or a schedule")

@@ -56,17 +56,14 @@ class HATRPOConfig(HAConfig):
             accept_ratio: Minimum improvement / expected improvement to accept, in [0, 1].
         """
         super().training(**kwargs)
-        for name, value in {
-            "kl_threshold": kl_threshold,
-            "cg_iters": cg_iters,
-            "cg_damping": cg_damping,
-            "line_search_steps": line_search_steps,
-            "backtrack_coeff": backtrack_coeff,
-            "accept_ratio": accept_ratio,
-        }.items():
-            if value is not NotProvided:
-                setattr(self, name, value)
-        return self
+        return self.set_provided(
+            kl_threshold=kl_threshold,
+            cg_iters=cg_iters,
+            cg_damping=cg_damping,
+            line_search_steps=line_search_steps,
+            backtrack_coeff=backtrack_coeff,
+            accept_ratio=accept_ratio,
+        )
 
     @override(HAConfig)
     def _validate_ha_fields(self) -> None:

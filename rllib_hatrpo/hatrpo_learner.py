@@ -16,9 +16,10 @@ class HATRPOLearner(HeterogeneousAgentLearner):
 
     @override(HeterogeneousAgentLearner)
     def agent_step(
-        self, module_id: str, batch: ModuleBatch, weighted_advantages: torch.Tensor
+        self, module_id: str, batch: ModuleBatch, factor: torch.Tensor, advantages: torch.Tensor
     ) -> dict[str, float]:
         module = self.module[module_id]
+        weighted_advantages = factor * advantages
         dist_cls = module.get_train_action_dist_cls()
         old_dist = dist_cls.from_logits(batch.old_dist_inputs.double())
 

@@ -64,9 +64,13 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
 
     @abc.abstractmethod
     def agent_step(
-        self, module_id: str, batch: ModuleBatch, weighted_advantages: torch.Tensor
+        self, module_id: str, batch: ModuleBatch, factor: torch.Tensor, advantages: torch.Tensor
     ) -> dict[str, float]:
-        """Improves one policy module on its rows, given M·A per row; returns diagnostics."""
+        """Improves one policy module on its rows; returns diagnostics.
+
+        `factor` is M (the earlier agents' joint ratio, a constant) and `advantages` the
+        standardized team advantage, both with one entry per row of `batch`.
+        """
 
     @override(Learner)
     def update(
@@ -116,8 +120,10 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
 
         def step(module_id: Hashable, factor: torch.Tensor) -> dict[str, float]:
             mb = module_batches[module_id]
-            weighted = (factor.to(advantages.device) * advantages).repeat(mb.num_agents)
-            return self.agent_step(module_id, mb, weighted.float())
+            rows_factor = factor.to(advantages.device).float().repeat(mb.num_agents)
+            return self.agent_step(
+                module_id, mb, rows_factor, advantages.float().repeat(mb.num_agents)
+            )
 
         def log_ratio(module_id: Hashable) -> torch.Tensor:
             mb = module_batches[module_id]
@@ -133,6 +139,8 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
         self._fit_critic(
             states[row_of_step], norm_values[row_of_step], targets, values[row_of_step]
         )
+        # RLlib's hook: steps the learning-rate schedules of every registered optimizer
+        self.after_gradient_based_update(timesteps=timesteps or {})
         self.metrics.log_value((ALL_MODULES, NUM_ENV_STEPS_TRAINED), num_rows, reduce="sum")
         self.metrics.log_value(
             (ALL_MODULES, NUM_ENV_STEPS_TRAINED_LIFETIME), num_rows, reduce="lifetime_sum"

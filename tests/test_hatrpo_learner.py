@@ -28,13 +28,14 @@ def record_agent_steps(learner, monkeypatch):
     calls = []
     original = HATRPOLearner.agent_step
 
-    def wrapped(self, module_id, batch, weighted_advantages):
+    def wrapped(self, module_id, batch, factor, advantages):
         module = self.module[module_id]
         calls.append(
             {
                 "module_id": module_id,
                 "batch": batch,
-                "weighted": weighted_advantages.clone(),
+                "factor": factor.clone(),
+                "advantages": advantages.clone(),
                 "before": {n: p.detach().clone() for n, p in module.named_parameters()},
                 "others_before": {
                     mid: {n: p.detach().clone() for n, p in self.module[mid].named_parameters()}
@@ -42,7 +43,7 @@ def record_agent_steps(learner, monkeypatch):
                 },
             }
         )
-        return original(self, module_id, batch, weighted_advantages)
+        return original(self, module_id, batch, factor, advantages)
 
     monkeypatch.setattr(HATRPOLearner, "agent_step", wrapped)
     return calls
@@ -110,7 +111,8 @@ def test_one_agent_update_equals_plain_trpo(monkeypatch):
         (call,) = calls
         module = learner.module["agent_0"]
         # with one agent M ≡ 1, so the step sees the standardized advantages themselves
-        adv = call["weighted"]
+        assert torch.equal(call["factor"], torch.ones_like(call["factor"]))
+        adv = call["factor"] * call["advantages"]
         assert abs(float(adv.mean())) < 1e-4 and abs(float(adv.std()) - 1) < 1e-3
         expected, steps = independent_trpo_step(
             copy.deepcopy(module),
@@ -138,10 +140,11 @@ def test_m_is_the_product_of_earlier_agents_ratios(monkeypatch):
         order = ["agent_3", "agent_0", "agent_5", "agent_1", "agent_4", "agent_2"]
         learner.update(episodes=episodes, agent_order=order)
         assert [c["module_id"] for c in calls] == order
-        advantages = calls[0]["weighted"].double()  # first agent: M ≡ 1
+        advantages = calls[0]["advantages"]
+        assert all(torch.equal(c["advantages"], advantages) for c in calls)
         for m, call in enumerate(calls):
             # brute force: Π over earlier agents of π_new/π_old on every row
-            factor = torch.ones_like(advantages)
+            factor = torch.ones_like(advantages, dtype=torch.float64)
             for earlier in calls[:m]:
                 mid, b = earlier["module_id"], earlier["batch"]
                 module = learner.module[mid]
@@ -157,15 +160,14 @@ def test_m_is_the_product_of_earlier_agents_ratios(monkeypatch):
                         dist_cls.from_logits(new).logp(b.actions).double()
                         - dist_cls.from_logits(old).logp(b.actions).double()
                     )
-            torch.testing.assert_close(
-                call["weighted"].double(), factor * advantages, rtol=1e-4, atol=1e-5
-            )
+            torch.testing.assert_close(call["factor"].double(), factor, rtol=1e-4, atol=1e-5)
             # agents later in the order have not moved while this one steps
             for later in order[m:]:
                 for name, _ in learner.module[later].named_parameters():
                     assert torch.equal(
                         call["others_before"][later][name], calls[0]["others_before"][later][name]
                     )
-        assert any(not torch.allclose(c["weighted"], advantages.float()) for c in calls[1:])
+        assert torch.equal(calls[0]["factor"], torch.ones_like(advantages))
+        assert any(not torch.allclose(c["factor"], calls[0]["factor"]) for c in calls[1:])
     finally:
         algo.stop()

@@ -18,7 +18,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from pettingzoo.utils.env import ParallelEnv
+from pettingzoo.utils.env import AECEnv, ParallelEnv
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 GLOBAL_STATE_KEY = "state"
@@ -34,29 +34,98 @@ by the state function and ``agent_index`` is the position in ``possible_agents``
 MultiAgentDict = dict[str, Any]
 
 
-def _float32_space(space: gym.Space) -> gym.Space:
-    """Returns ``space`` with a float32 dtype when it is a Box (RLlib's torch models are f32)."""
-    if isinstance(space, gym.spaces.Box) and space.dtype != np.float32:
-        return gym.spaces.Box(
-            low=space.low.astype(np.float32),
-            high=space.high.astype(np.float32),
-            shape=space.shape,
-            dtype=np.float32,
+GLOBAL_STATE_MODES: tuple[str, ...] = ("state", "concat_obs")
+"""Sources of the global state: the env's ``state()``, or the concatenated observations."""
+
+SUPPORTED_SPACES: tuple[type[gym.Space], ...] = (gym.spaces.Box, gym.spaces.Discrete)
+"""The observation and action space types an agent may have."""
+
+
+def check_parallel_env(env: Any) -> None:
+    """Raises ValueError unless ``env`` is a PettingZoo ``ParallelEnv`` instance."""
+    if isinstance(env, ParallelEnv):
+        return
+    kind = "AECEnv" if isinstance(env, AECEnv) else type(env).__name__
+    raise ValueError(
+        f"{env!r} is not a PettingZoo ParallelEnv (got {kind} {type(env)}); use "
+        "pettingzoo.utils.aec_to_parallel or the env's parallel_env()."
+    )
+
+
+def check_agent_space(agent: str, kind: str, space: Any) -> None:
+    """Raises ValueError unless ``space`` is a Box or (for actions, zero-based) Discrete.
+
+    Args:
+        agent: The agent id, named in the message.
+        kind: ``"observation"`` or ``"action"``.
+        space: The agent's space.
+    """
+    if isinstance(space, gym.spaces.Discrete) and kind == "action" and space.start != 0:
+        raise ValueError(
+            f"agent {agent!r}: action space {space} is not supported; Discrete action "
+            "spaces must start at 0."
         )
-    return space
+    if not isinstance(space, SUPPORTED_SPACES):
+        hint = (
+            " (Dict observations such as {'observation', 'action_mask'} are not supported: "
+            "the actors do no action masking)"
+            if isinstance(space, gym.spaces.Dict)
+            else ""
+        )
+        raise ValueError(
+            f"agent {agent!r}: {kind} space {space} is not supported; allowed: "
+            f"{', '.join(t.__name__ for t in SUPPORTED_SPACES)}{hint}."
+        )
+
+
+def flat_obs_space(space: gym.spaces.Box | gym.spaces.Discrete) -> gym.spaces.Box:
+    """The 1-D float32 Box an observation of ``space`` becomes (see :func:`flat_obs`)."""
+    flat = gym.spaces.flatten_space(space)
+    return gym.spaces.Box(
+        low=flat.low.astype(np.float32),
+        high=flat.high.astype(np.float32),
+        shape=flat.shape,
+        dtype=np.float32,
+    )
+
+
+def flat_obs(space: gym.spaces.Box | gym.spaces.Discrete, obs: Any) -> np.ndarray:
+    """``obs`` of ``space`` as a 1-D float32 array: a Box flattened, a Discrete one-hot."""
+    return np.asarray(gym.spaces.flatten(space, obs), dtype=np.float32)
 
 
 def _has_state(env: Any) -> bool:
-    """True if ``env`` implements ``state()`` (PettingZoo's base class only raises)."""
-    state = getattr(env, "state", None)
-    return callable(state) and getattr(type(env), "state", None) is not ParallelEnv.state
+    """True if ``env`` implements ``state()``; PettingZoo's base classes only raise, also
+    behind wrappers (e.g. ``aec_to_parallel`` of an AEC env without ``state()``)."""
+    if not callable(getattr(env, "state", None)):
+        return False
+    base_states = (ParallelEnv.state, AECEnv.state)
+    inner = getattr(env, "unwrapped", env)
+    return all(getattr(type(e), "state", None) not in base_states for e in (env, inner))
+
+
+def global_state_shape(env: ParallelEnv) -> tuple[int, ...] | None:
+    """The shape of ``env.state()``, or None if the env does not implement ``state()``."""
+    if not _has_state(env):
+        return None
+    base_space = getattr(env, "state_space", None)
+    if isinstance(base_space, gym.spaces.Box):
+        return base_space.shape
+    try:  # e.g. MaMuJoCo has state() but no state_space; its state() works before reset.
+        return np.shape(env.state())
+    except NotImplementedError:
+        return None
 
 
 class ParallelStateEnv(MultiAgentEnv):
-    """Wraps a PettingZoo ``ParallelEnv`` with a ``state()`` method as an RLlib ``MultiAgentEnv``.
+    """Wraps a PettingZoo ``ParallelEnv`` as an RLlib ``MultiAgentEnv`` with a global state.
 
-    * ``observation_spaces`` / ``action_spaces`` are dicts over ``possible_agents``; Box
-      observation spaces are float32 and observations are cast accordingly.
+    * ``observation_spaces`` / ``action_spaces`` are dicts over ``possible_agents``. Every
+      agent's observation and action space must be a Box or a Discrete (Discrete actions
+      starting at 0); anything else (MultiDiscrete, Dict, e.g. action-mask dicts, ...) is
+      rejected in the constructor, naming the agent and the space. Observations become 1-D
+      float32 Boxes: a Box observation is flattened and cast, a Discrete one one-hot encoded.
+      Action spaces are passed through unchanged.
     * ``state_space`` is a float32 Box; every agent's info carries the (mapped) global state
       as a float32 array under :data:`GLOBAL_STATE_KEY`.
     * ``terminateds`` / ``truncateds`` carry ``"__all__"``: the episode is over when every
@@ -66,6 +135,12 @@ class ParallelStateEnv(MultiAgentEnv):
 
     Args:
         env: The PettingZoo parallel env instance to wrap.
+        global_state: Where the global state comes from: ``"state"`` (default) = the env's
+            ``state()``; ``"concat_obs"`` = the concatenation of every possible agent's
+            flattened float32 observation (as above) in ``possible_agents`` order, with zeros
+            for agents that returned no observation in the step (its ``state_space`` bounds
+            are the concatenated observation bounds). Observations are the env's, before
+            ``obs_fn``.
         state_fn: Optional map of the raw global state (must keep its shape), e.g. a
             standardisation. Applied before ``obs_fn`` and before writing the info.
         obs_fn: Optional replacement of each agent's observation, see :data:`ObsFn`.
@@ -73,53 +148,85 @@ class ParallelStateEnv(MultiAgentEnv):
             not allowed without it.
 
     Raises:
-        ValueError: If ``env`` has no global state, or ``obs_fn`` and ``observation_spaces``
-            are not given together.
+        ValueError: If ``env`` is not a ``ParallelEnv``, an agent's space is not supported,
+            ``global_state="state"`` and ``env`` has no ``state()``, or ``obs_fn`` and
+            ``observation_spaces`` are not given together.
     """
 
     def __init__(
         self,
         env: ParallelEnv,
         *,
+        global_state: str = "state",
         state_fn: StateFn | None = None,
         obs_fn: ObsFn | None = None,
         observation_spaces: dict[str, gym.Space] | None = None,
     ) -> None:
-        name = getattr(env, "metadata", {}).get("name", type(env).__name__)
-        no_state = (
-            f"Environment {name!r} must implement state(): HATRPO's centralised critic "
-            "requires a global state."
-        )
-        if not _has_state(env):
-            raise ValueError(no_state)
+        check_parallel_env(env)
+        if global_state not in GLOBAL_STATE_MODES:
+            raise ValueError(
+                f"global_state={global_state!r} is invalid; allowed: {list(GLOBAL_STATE_MODES)}."
+            )
         if (obs_fn is None) != (observation_spaces is None):
             raise ValueError("obs_fn and observation_spaces must be given together.")
+        possible_agents = list(env.possible_agents)
+        env_obs_spaces = {aid: env.observation_space(aid) for aid in possible_agents}
+        action_spaces = {aid: env.action_space(aid) for aid in possible_agents}
+        for aid in possible_agents:
+            check_agent_space(aid, "observation", env_obs_spaces[aid])
+            check_agent_space(aid, "action", action_spaces[aid])
+        if observation_spaces is None:
+            observation_spaces = env_obs_spaces
+        else:
+            for aid, space in observation_spaces.items():
+                check_agent_space(aid, "observation", space)
+
+        if global_state == "state":
+            state_shape = global_state_shape(env)
+            if state_shape is None:
+                name = getattr(env, "metadata", {}).get("name", type(env).__name__)
+                raise ValueError(
+                    f"Environment {name!r} must implement state(): HATRPO's centralised critic "
+                    "requires a global state (or use global_state='concat_obs')."
+                )
+            state_space = gym.spaces.Box(-np.inf, np.inf, shape=state_shape, dtype=np.float32)
+        else:
+            flat = [flat_obs_space(env_obs_spaces[aid]) for aid in possible_agents]
+            state_space = gym.spaces.Box(
+                low=np.concatenate([f.low for f in flat]),
+                high=np.concatenate([f.high for f in flat]),
+                dtype=np.float32,
+            )
+
         super().__init__()
         self.par_env = env
+        self._global_state = global_state
         self._state_fn = state_fn
         self._obs_fn = obs_fn
-        self.possible_agents = list(env.possible_agents)
-        self.agents = list(env.agents)
+        self.possible_agents = possible_agents
+        # PettingZoo's AEC-to-parallel wrappers have `agents` only after reset().
+        self.agents = list(getattr(env, "agents", []))
         self._agent_index = {aid: i for i, aid in enumerate(self.possible_agents)}
-        self.action_spaces = {aid: env.action_space(aid) for aid in self.possible_agents}
-        if observation_spaces is None:
-            observation_spaces = {aid: env.observation_space(aid) for aid in self.possible_agents}
-        self.observation_spaces = {aid: _float32_space(s) for aid, s in observation_spaces.items()}
-
-        base_space = getattr(env, "state_space", None)
-        if isinstance(base_space, gym.spaces.Box):
-            state_shape = base_space.shape
-        else:  # e.g. MaMuJoCo has state() but no state_space; its state() works before reset.
-            try:
-                state_shape = np.shape(env.state())
-            except NotImplementedError as err:
-                raise ValueError(no_state) from err
-        self.state_space = gym.spaces.Box(-np.inf, np.inf, shape=state_shape, dtype=np.float32)
+        self._env_obs_spaces = env_obs_spaces
+        self._given_obs_spaces = observation_spaces
+        self.action_spaces = action_spaces
+        self.observation_spaces = {aid: flat_obs_space(s) for aid, s in observation_spaces.items()}
+        self.state_space = state_space
         self.render_mode = getattr(env, "render_mode", None)
 
-    def _state(self) -> np.ndarray:
+    def _state(self, flat_env_obs: MultiAgentDict) -> np.ndarray:
         """The current (mapped) global state as float32."""
-        state = np.asarray(self.par_env.state(), dtype=np.float64)
+        if self._global_state == "state":
+            state = np.asarray(self.par_env.state(), dtype=np.float64)
+        else:
+            state = np.concatenate(
+                [
+                    flat_env_obs[aid]
+                    if aid in flat_env_obs
+                    else np.zeros(flat_obs_space(self._env_obs_spaces[aid]).shape, np.float32)
+                    for aid in self.possible_agents
+                ]
+            ).astype(np.float64)
         if self._state_fn is not None:
             state = self._state_fn(state)
         return np.asarray(state, dtype=np.float32)
@@ -128,16 +235,16 @@ class ParallelStateEnv(MultiAgentEnv):
         self, obs: MultiAgentDict, infos: MultiAgentDict | None
     ) -> tuple[MultiAgentDict, MultiAgentDict]:
         """Casts/maps the observations and attaches the global state to each agent's info."""
-        state = self._state()
+        flat = {aid: flat_obs(self._env_obs_spaces[aid], o) for aid, o in obs.items()}
+        state = self._state(flat)
         infos = infos or {}
         new_obs, new_infos = {}, {}
         for aid, o in obs.items():
             if self._obs_fn is not None:
                 o = self._obs_fn(self._agent_index[aid], aid, np.asarray(o), state)
-            space = self.observation_spaces[aid]
-            if isinstance(space, gym.spaces.Box):
-                o = np.asarray(o, dtype=np.float32)
-            new_obs[aid] = o
+                new_obs[aid] = flat_obs(self._given_obs_spaces[aid], o)
+            else:
+                new_obs[aid] = flat[aid]
             new_infos[aid] = {**infos.get(aid, {}), GLOBAL_STATE_KEY: state.copy()}
         return new_obs, new_infos
 

@@ -1,0 +1,70 @@
+"""The agent step of the first-order methods: Adam epochs over minibatches of a policy loss."""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+from ray.rllib.core.learner.learner import Learner
+from ray.rllib.utils.annotations import override
+
+from rllib_hatrpo.learner import HeterogeneousAgentLearner, ModuleBatch
+from rllib_hatrpo.shared_critic import SHARED_CRITIC_ID
+
+
+class FirstOrderLearner(HeterogeneousAgentLearner, abc.ABC):
+    """Each agent has its own Adam; subclasses supply only `policy_loss`."""
+
+    @override(Learner)
+    def configure_optimizers_for_module(self, module_id: str, config=None) -> None:
+        if module_id == SHARED_CRITIC_ID:
+            return super().configure_optimizers_for_module(module_id, config)
+        params = self.get_parameters(self.module[module_id])
+        self.register_optimizer(
+            module_id=module_id,
+            optimizer_name="actor",
+            optimizer=torch.optim.Adam(params, eps=1e-5),
+            params=params,
+            lr_or_lr_schedule=self.config.lr,
+        )
+
+    @abc.abstractmethod
+    def policy_loss(
+        self, ratio: torch.Tensor, factor: torch.Tensor, advantages: torch.Tensor
+    ) -> torch.Tensor:
+        """The scalar loss to minimize on one minibatch (entropy bonus excluded)."""
+
+    @override(HeterogeneousAgentLearner)
+    def agent_step(
+        self, module_id: str, batch: ModuleBatch, factor: torch.Tensor, advantages: torch.Tensor
+    ) -> dict[str, float]:
+        cfg = self.config
+        module = self.module[module_id]
+        dist_cls = module.get_train_action_dist_cls()
+        optimizer = self.get_optimizer(module_id, "actor")
+        params = self.get_parameters(module)
+        losses, entropies, grad_norms = [], [], []
+        for _ in range(cfg.actor_epochs):
+            perm = torch.randperm(len(advantages), device=advantages.device)
+            # every minibatch takes the same rows of the agent's batch, of M and of A
+            for idx in perm.chunk(cfg.actor_minibatches):
+                dist = dist_cls.from_logits(self._dist_inputs(module_id, batch.obs[idx]))
+                ratio = torch.exp(dist.logp(batch.actions[idx]) - batch.old_logp[idx])
+                entropy = dist.entropy().mean()
+                loss = self.policy_loss(ratio, factor[idx], advantages[idx])
+                optimizer.zero_grad()
+                (loss - cfg.entropy_coeff * entropy).backward()  # entropy bonus
+                grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)))
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                entropies.append(float(entropy.detach()))
+        with torch.no_grad():
+            new_dist = dist_cls.from_logits(self._dist_inputs(module_id, batch.obs).double())
+            old_dist = dist_cls.from_logits(batch.old_dist_inputs.double())
+            mean_kl = float(old_dist.kl(new_dist).mean())
+        return {
+            "policy_loss": sum(losses) / len(losses),
+            "entropy": sum(entropies) / len(entropies),
+            "grad_norm": sum(grad_norms) / len(grad_norms),
+            "mean_kl": mean_kl,
+        }

@@ -1,0 +1,104 @@
+"""HAPPO and HAA2C: the sequential update with first-order agent steps."""
+
+from __future__ import annotations
+
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import NotProvided
+from ray.rllib.utils.annotations import override
+from typing_extensions import Self
+
+from rllib_hatrpo.algorithm import HAAlgorithm
+from rllib_hatrpo.config import FirstOrderConfig, check_field
+
+
+class HAPPOConfig(FirstOrderConfig):
+    """HAPPO settings; defaults are HARL's MaMuJoCo values (clip 0.2, 5 epochs, lr 5e-4).
+
+    Example:
+        config = HAPPOConfig().environment("simple_spread_v3").training(clip_param=0.2)
+    """
+
+    def __init__(self, algo_class: type | None = None):
+        super().__init__(algo_class=algo_class or HAPPO)
+        self.clip_param = 0.2
+        self.ppo_epochs = 5
+
+    @override(FirstOrderConfig)
+    def training(
+        self, *, clip_param: float = NotProvided, ppo_epochs: int = NotProvided, **kwargs
+    ) -> Self:
+        """PPO settings; other kwargs go to `FirstOrderConfig.training`.
+
+        Args:
+            clip_param: ε of the ratio clip, > 0.
+            ppo_epochs: Passes over each agent's batch, >= 1.
+        """
+        super().training(**kwargs)
+        return self.set_provided(clip_param=clip_param, ppo_epochs=ppo_epochs)
+
+    @property
+    def actor_epochs(self) -> int:
+        return self.ppo_epochs
+
+    @override(FirstOrderConfig)
+    def _validate_ha_fields(self) -> None:
+        super()._validate_ha_fields()
+        check_field(self.clip_param > 0, "clip_param", self.clip_param, "a number > 0")
+        check_field(self.ppo_epochs >= 1, "ppo_epochs", self.ppo_epochs, "an integer >= 1")
+
+    @override(FirstOrderConfig)
+    def get_default_learner_class(self):
+        from rllib_hatrpo.happo_learner import HAPPOLearner
+
+        return HAPPOLearner
+
+
+class HAA2CConfig(FirstOrderConfig):
+    """HAA2C settings (HARL's defaults: 5 epochs, 1 minibatch, lr 5e-4)."""
+
+    def __init__(self, algo_class: type | None = None):
+        super().__init__(algo_class=algo_class or HAA2C)
+        self.a2c_epochs = 5
+
+    @override(FirstOrderConfig)
+    def training(self, *, a2c_epochs: int = NotProvided, **kwargs) -> Self:
+        """A2C settings; other kwargs go to `FirstOrderConfig.training`.
+
+        Args:
+            a2c_epochs: Passes over each agent's batch, >= 1.
+        """
+        super().training(**kwargs)
+        return self.set_provided(a2c_epochs=a2c_epochs)
+
+    @property
+    def actor_epochs(self) -> int:
+        return self.a2c_epochs
+
+    @override(FirstOrderConfig)
+    def _validate_ha_fields(self) -> None:
+        super()._validate_ha_fields()
+        check_field(self.a2c_epochs >= 1, "a2c_epochs", self.a2c_epochs, "an integer >= 1")
+
+    @override(FirstOrderConfig)
+    def get_default_learner_class(self):
+        from rllib_hatrpo.happo_learner import HAA2CLearner
+
+        return HAA2CLearner
+
+
+class HAPPO(HAAlgorithm):
+    """HAPPO on RLlib's new API stack."""
+
+    @classmethod
+    @override(Algorithm)
+    def get_default_config(cls) -> HAPPOConfig:
+        return HAPPOConfig()
+
+
+class HAA2C(HAAlgorithm):
+    """HAA2C on RLlib's new API stack."""
+
+    @classmethod
+    @override(Algorithm)
+    def get_default_config(cls) -> HAA2CConfig:
+        return HAA2CConfig()
