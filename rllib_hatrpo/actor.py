@@ -14,11 +14,10 @@ from ray.rllib.core.distribution.torch.torch_distribution import (
 )
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
-from rllib_hatrpo.networks import build_mlp, orthogonal_linear
+from rllib_hatrpo.networks import NETWORK_DEFAULTS, build_mlp, orthogonal_linear
 
 DEFAULT_ACTOR_CONFIG: dict[str, Any] = {
-    "hidden_sizes": [128, 128, 128],
-    "activation": "relu",
+    **NETWORK_DEFAULTS,
     # Gaussian std = sigmoid(log_std / std_x_coef) * std_y_coef, log_std starting at std_x_coef.
     "std_x_coef": 1.0,
     "std_y_coef": 0.5,
@@ -36,7 +35,7 @@ class ActorRLModule(TorchRLModule):
         cfg = {**DEFAULT_ACTOR_CONFIG, **(self.model_config or {})}
         obs_dim = int(gym.spaces.flatdim(self.observation_space))
         hidden = list(cfg["hidden_sizes"])
-        self.body = build_mlp(obs_dim, hidden, cfg["activation"])
+        self.body = build_mlp(obs_dim, hidden, cfg["activation"], cfg["layer_norm"])
         feature_dim = hidden[-1] if hidden else obs_dim
         if isinstance(self.action_space, gym.spaces.Box):
             act_dim = int(np.prod(self.action_space.shape))

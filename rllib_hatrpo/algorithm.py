@@ -33,6 +33,7 @@ class HAAlgorithm(Algorithm):
         self.agent_order = AgentOrder(
             self.config.module_ids(), self.config.seed, fixed=self.config.fixed_order
         )
+        self._last_agent_order: list[str] = []
 
     @override(Algorithm)
     def get_state(self, components=None, *, not_components=None, **kwargs) -> dict:
@@ -46,6 +47,13 @@ class HAAlgorithm(Algorithm):
         super().set_state(state)
         if AGENT_ORDER in state:
             self.agent_order.set_state(state[AGENT_ORDER])
+
+    @override(Algorithm)
+    def step(self) -> dict:
+        """RLlib's step, plus this iteration's agent order as a list in the result."""
+        result = super().step()
+        result[AGENT_ORDER] = list(self._last_agent_order)
+        return result
 
     @override(Algorithm)
     def training_step(self) -> None:
@@ -62,7 +70,7 @@ class HAAlgorithm(Algorithm):
         self.metrics.aggregate(env_runner_results, key=ENV_RUNNER_RESULTS)
 
         order = self.agent_order.next()
-        self.metrics.log_value(AGENT_ORDER, order, reduce="item")
+        self._last_agent_order = order
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER), **_THIS_ITERATION):
             learner_results = self.learner_group.update(
                 episodes=episodes,

@@ -12,6 +12,7 @@ from typing_extensions import Self
 
 from rllib_hatrpo.actor import ActorRLModule
 from rllib_hatrpo.env_probe import TeamSpaces, probe_env
+from rllib_hatrpo.networks import NETWORK_DEFAULTS
 from rllib_hatrpo.shared_critic import SHARED_CRITIC_ID, SharedCriticRLModule
 from rllib_hatrpo.team_batch import TeamBatchBuilder
 
@@ -47,8 +48,9 @@ class HAConfig(AlgorithmConfig):
         self.use_value_norm = True
         self.fixed_order = False
         self.share_policy = False
-        self.hidden_sizes = [128, 128, 128]
-        self.activation = "relu"
+        self.hidden_sizes = list(NETWORK_DEFAULTS["hidden_sizes"])
+        self.activation = NETWORK_DEFAULTS["activation"]
+        self.layer_norm = NETWORK_DEFAULTS["layer_norm"]
         # The learner builds its own row-aligned batch (TeamBatchBuilder) instead of RLlib's
         # per-module batches.
         self.add_default_connectors_to_learner_pipeline = False
@@ -69,6 +71,7 @@ class HAConfig(AlgorithmConfig):
         share_policy: bool = NotProvided,
         hidden_sizes: list[int] = NotProvided,
         activation: str = NotProvided,
+        layer_norm: bool = NotProvided,
         **kwargs,
     ) -> Self:
         """Shared-critic and sequential-update settings; other kwargs go to RLlib's `training()`.
@@ -86,6 +89,7 @@ class HAConfig(AlgorithmConfig):
             share_policy: One policy module for all agents (their spaces must be equal).
             hidden_sizes: Hidden layer sizes of actors and critic.
             activation: "relu", "tanh" or "leaky_relu".
+            layer_norm: HARL's input and hidden LayerNorms in actors and critic.
         """
         super().training(**kwargs)
         return self.set_provided(
@@ -101,6 +105,7 @@ class HAConfig(AlgorithmConfig):
             share_policy=share_policy,
             hidden_sizes=hidden_sizes,
             activation=activation,
+            layer_norm=layer_norm,
         )
 
     def set_provided(self, **fields: Any) -> Self:
@@ -184,10 +189,18 @@ class HAConfig(AlgorithmConfig):
                 ids.append(mid)
         return ids
 
+    def network_config(self) -> dict[str, Any]:
+        """The MLP settings shared by actors and critic (their `model_config`)."""
+        return {
+            "hidden_sizes": list(self.hidden_sizes),
+            "activation": self.activation,
+            "layer_norm": self.layer_norm,
+        }
+
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         return RLModuleSpec(
             module_class=ActorRLModule,
-            model_config={"hidden_sizes": list(self.hidden_sizes), "activation": self.activation},
+            model_config=self.network_config(),
         )
 
     def get_multi_rl_module_spec(
@@ -203,10 +216,7 @@ class HAConfig(AlgorithmConfig):
                         observation_space=self.team_spaces().state_space,
                         action_space=next(iter(self.team_spaces().action_spaces.values())),
                         learner_only=True,
-                        model_config={
-                            "hidden_sizes": list(self.hidden_sizes),
-                            "activation": self.activation,
-                        },
+                        model_config=self.network_config(),
                     )
                 }
             )

@@ -10,7 +10,7 @@ from ray.rllib.core.rl_module.apis import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
 from rllib_hatrpo.envs.parallel_state_env import GLOBAL_STATE_KEY
-from rllib_hatrpo.networks import build_mlp, orthogonal_linear
+from rllib_hatrpo.networks import NETWORK_DEFAULTS, build_mlp, orthogonal_linear
 from rllib_hatrpo.value_normalizer import ValueNormalizer
 
 SHARED_CRITIC_ID = "shared_critic"
@@ -24,10 +24,10 @@ class SharedCriticRLModule(TorchRLModule, ValueFunctionAPI):
     """
 
     def setup(self) -> None:
-        cfg = self.model_config or {}
-        hidden = list(cfg.get("hidden_sizes", [128, 128, 128]))
+        cfg = {**NETWORK_DEFAULTS, **(self.model_config or {})}
+        hidden = list(cfg["hidden_sizes"])
         state_dim = int(gym.spaces.flatdim(self.observation_space))
-        self.body = build_mlp(state_dim, hidden, cfg.get("activation", "relu"))
+        self.body = build_mlp(state_dim, hidden, cfg["activation"], cfg["layer_norm"])
         self.value_head = orthogonal_linear(hidden[-1] if hidden else state_dim, 1, gain=1.0)
         self.value_normalizer = ValueNormalizer()
 

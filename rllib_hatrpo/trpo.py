@@ -21,6 +21,10 @@ class TRPOConfig(HATRPOConfig):
 
     def __init__(self, algo_class: type | None = None):
         super().__init__(algo_class=algo_class or TRPO)
+        # The usual TRPO networks (64-64 tanh, no LayerNorm) suit low-dimensional observations.
+        self.hidden_sizes = [64, 64]
+        self.activation = "tanh"
+        self.layer_norm = False
 
     @override(HATRPOConfig)
     def validate(self) -> None:
