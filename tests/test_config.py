@@ -108,3 +108,23 @@ def test_sharing_with_equal_spaces_maps_every_agent_to_one_module():
     cfg = HATRPOConfig().environment("test_sum_target").training(share_policy=True)
     cfg.validate()
     assert cfg.module_ids() == [SHARED_POLICY_ID]
+
+
+@pytest.mark.parametrize(
+    "config_cls, training, field, allowed",
+    [
+        ("HAPPOConfig", {"clip_param": 0.0}, "clip_param", "> 0"),
+        ("HAPPOConfig", {"ppo_epochs": 0}, "ppo_epochs", ">= 1"),
+        ("HAA2CConfig", {"a2c_epochs": 0}, "a2c_epochs", ">= 1"),
+        ("HAPPOConfig", {"actor_minibatches": 4001}, "actor_minibatches", r"\[1, 4000\]"),
+        ("HAPPOConfig", {"actor_minibatches": 0}, "actor_minibatches", r"\[1, 4000\]"),
+        ("HATRPOConfig", {"critic_minibatches": 5000}, "critic_minibatches", r"\[1, 4000\]"),
+        ("HAPPOConfig", {"entropy_coeff": -0.1}, "entropy_coeff", ">= 0"),
+    ],
+)
+def test_bad_first_order_fields_are_named(config_cls, training, field, allowed):
+    import rllib_hatrpo
+
+    cfg = getattr(rllib_hatrpo, config_cls)().environment("test_sum_target").training(**training)
+    with pytest.raises(ValueError, match=rf"{field}=.*{allowed}"):
+        cfg.validate()
