@@ -16,6 +16,9 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
 from rllib_hatrpo.networks import NETWORK_DEFAULTS, build_mlp, orthogonal_linear
 
+# A finite stand-in for −inf: masked actions get probability exactly 0 and the KL stays finite.
+MASKED_LOGIT = -1e8
+
 DEFAULT_ACTOR_CONFIG: dict[str, Any] = {
     **NETWORK_DEFAULTS,
     # Gaussian std = sigmoid(log_std / std_x_coef) * std_y_coef, log_std starting at std_x_coef.
@@ -27,13 +30,18 @@ DEFAULT_ACTOR_CONFIG: dict[str, Any] = {
 class ActorRLModule(TorchRLModule):
     """MLP policy with a Gaussian head (Box actions) or a Categorical head (Discrete actions).
 
+    A Categorical head honours an action mask when the observation is
+    {"observation": ..., "action_mask": ...}: masked actions are never sampled.
+
     The Gaussian's std is state-independent and bounded: std = sigmoid(log_std / x) · y, so a
     trust-region step can never blow it up (HARL's parameterization).
     """
 
     def setup(self) -> None:
         cfg = {**DEFAULT_ACTOR_CONFIG, **(self.model_config or {})}
-        obs_dim = int(gym.spaces.flatdim(self.observation_space))
+        self.masked = isinstance(self.observation_space, gym.spaces.Dict)
+        obs_space = self.observation_space["observation"] if self.masked else self.observation_space
+        obs_dim = int(gym.spaces.flatdim(obs_space))
         hidden = list(cfg["hidden_sizes"])
         self.body = build_mlp(obs_dim, hidden, cfg["activation"], cfg["layer_norm"])
         feature_dim = hidden[-1] if hidden else obs_dim
@@ -51,8 +59,12 @@ class ActorRLModule(TorchRLModule):
             raise ValueError(f"action_space must be Box or Discrete, got {self.action_space}")
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        obs = batch[Columns.OBS].reshape(batch[Columns.OBS].shape[0], -1).float()
-        out = self.head(self.body(obs))
+        obs = batch[Columns.OBS]
+        if self.masked:
+            obs, mask = obs["observation"], obs["action_mask"]
+        out = self.head(self.body(obs.reshape(obs.shape[0], -1).float()))
+        if self.masked:
+            out = out.masked_fill(mask <= 0, MASKED_LOGIT)  # masked actions get probability 0
         if self.action_dist_cls is TorchDiagGaussian:
             std = torch.sigmoid(self.log_std / self.std_x_coef) * self.std_y_coef  # bounded std
             out = torch.cat([out, torch.log(std).expand_as(out)], dim=-1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 
 import torch
+import tree
 from ray.rllib.core.learner.learner import Learner
 from ray.rllib.utils.annotations import override
 
@@ -48,7 +49,8 @@ class FirstOrderLearner(HeterogeneousAgentLearner, abc.ABC):
             perm = torch.randperm(len(advantages), device=advantages.device)
             # every minibatch takes the same rows of the agent's batch, of M and of A
             for idx in perm.chunk(cfg.actor_minibatches):
-                dist = dist_cls.from_logits(self._dist_inputs(module_id, batch.obs[idx]))
+                obs = tree.map_structure(lambda x, idx=idx: x[idx], batch.obs)
+                dist = dist_cls.from_logits(self._dist_inputs(module_id, obs))
                 ratio = torch.exp(dist.logp(batch.actions[idx]) - batch.old_logp[idx])
                 entropy = dist.entropy().mean()
                 loss = self.policy_loss(ratio, factor[idx], advantages[idx])

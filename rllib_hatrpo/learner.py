@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import tree
 from ray.rllib.core import ALL_MODULES
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import Learner
@@ -23,14 +24,14 @@ from rllib_hatrpo.advantages import compute_gae
 from rllib_hatrpo.envs.parallel_state_env import GLOBAL_STATE_KEY
 from rllib_hatrpo.sequential_update import sequential_update
 from rllib_hatrpo.shared_critic import SHARED_CRITIC_ID, value_loss
-from rllib_hatrpo.team_batch import TEAM_BATCH
+from rllib_hatrpo.team_batch import TEAM_BATCH, concat_rows
 
 
 @dataclass
 class ModuleBatch:
     """One policy module's rows: its agents' rows stacked agent after agent (k·N rows)."""
 
-    obs: torch.Tensor
+    obs: Any  # a tensor, or a dict of tensors when an action mask rides along
     actions: torch.Tensor
     old_logp: torch.Tensor
     old_dist_inputs: torch.Tensor
@@ -154,8 +155,9 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
             groups[self.config.policy_mapping_fn(agent_id, None)].append(agent_id)
         batches = {}
         for module_id, agent_ids in groups.items():
-            obs = torch.as_tensor(
-                np.concatenate([agents[a][Columns.OBS] for a in agent_ids]), device=self._device
+            obs = tree.map_structure(
+                lambda x: torch.as_tensor(x, device=self._device),
+                concat_rows([agents[a][Columns.OBS] for a in agent_ids]),
             )
             actions = torch.as_tensor(
                 np.concatenate([agents[a][Columns.ACTIONS] for a in agent_ids]),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import tree
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.multi_agent_episode import MultiAgentEpisode
@@ -57,14 +58,16 @@ class TeamBatchBuilder(ConnectorV2):
             states.append(np.stack([np.asarray(i[GLOBAL_STATE_KEY]) for i in infos]))
             rewards.append(np.mean([f.get_rewards() for f in fragments.values()], axis=0))
             for a, f in fragments.items():
-                per_agent[a]["obs"].append(np.asarray(f.get_observations())[:-1])
+                # observations may be nested (an action mask beside the observation)
+                obs = tree.map_structure(lambda x: np.asarray(x)[:-1], f.get_observations())
+                per_agent[a]["obs"].append(obs)
                 per_agent[a]["actions"].append(np.asarray(f.get_actions()))
             lengths.append(length)
             terminated.append(bool(episode.is_terminated))
         batch[TEAM_BATCH] = {
             "agents": {
                 a: {
-                    Columns.OBS: np.concatenate(d["obs"]),
+                    Columns.OBS: concat_rows(d["obs"]),
                     Columns.ACTIONS: np.concatenate(d["actions"]),
                 }
                 for a, d in per_agent.items()
@@ -82,3 +85,8 @@ class TeamBatchBuilder(ConnectorV2):
         if not ids:
             raise ValueError("TeamBatchBuilder received episodes without any agent data.")
         return ids
+
+
+def concat_rows(parts: list[Any]) -> Any:
+    """Concatenates row blocks that are arrays or (nested) dicts of arrays."""
+    return tree.map_structure(lambda *blocks: np.concatenate(blocks), *parts)

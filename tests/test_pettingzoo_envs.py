@@ -179,11 +179,11 @@ def test_non_parallel_env_is_rejected(env: Any) -> None:
                 "obs_b": gym.spaces.Dict(
                     {
                         "observation": gym.spaces.Box(0, 1, (2,)),
-                        "action_mask": gym.spaces.MultiBinary(2),
+                        "goal": gym.spaces.MultiBinary(2),
                     }
                 )
             },
-            "agent 'b': observation space Dict.*not supported.*action masking",
+            "agent 'b': observation space Dict.*not supported.*action_mask=Box|MultiBinary",
         ),
     ],
 )

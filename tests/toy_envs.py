@@ -74,3 +74,74 @@ class SumTargetEnv(ParallelEnv):
 
 def make_sum_target(config: dict) -> ParallelStateEnv:
     return ParallelStateEnv(SumTargetEnv(**dict(config)))
+
+
+class MaskedChoiceEnv(ParallelEnv):
+    """Two agents pick one of 4 actions under a random action mask; the team earns the mean
+    of the chosen actions' values, where the masked-out actions would pay the most. A policy
+    that honours the mask learns to pick the best allowed action."""
+
+    metadata = {"name": "masked_choice"}
+    VALUES = np.array([0.0, 0.5, 1.0, 10.0])
+
+    def __init__(self, episode_len: int = 20):
+        self.possible_agents = ["a0", "a1"]
+        self.agents = []
+        self.episode_len = episode_len
+        self._rng = np.random.default_rng(0)
+        self._masks = {}
+        self._t = 0
+        self._draw()
+
+    def observation_space(self, agent):
+        return gym.spaces.Dict(
+            {
+                "observation": gym.spaces.Box(0.0, 1.0, (4,), np.float32),
+                "action_mask": gym.spaces.MultiBinary(4),
+            }
+        )
+
+    def action_space(self, agent):
+        return gym.spaces.Discrete(4)
+
+    def state(self):
+        return np.concatenate([self._masks[a] for a in self.possible_agents]).astype(np.float32)
+
+    def _draw(self):
+        for a in self.possible_agents:
+            mask = np.zeros(4, np.int8)
+            mask[self._rng.choice(3, size=2, replace=False)] = 1  # action 3 is never allowed
+            self._masks[a] = mask
+
+    def _obs(self):
+        return {
+            a: {"observation": self._masks[a].astype(np.float32), "action_mask": self._masks[a]}
+            for a in self.possible_agents
+        }
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self.agents = list(self.possible_agents)
+        self._t = 0
+        self._draw()
+        return self._obs(), {a: {} for a in self.agents}
+
+    def step(self, actions):
+        violations = sum(int(self._masks[a][actions[a]] == 0) for a in self.agents)
+        reward = float(np.mean([self.VALUES[actions[a]] for a in self.agents]))
+        self._t += 1
+        self._draw()
+        done = self._t >= self.episode_len
+        obs = self._obs()
+        rewards = {a: reward for a in self.agents}
+        infos = {a: {"violations": violations} for a in self.agents}
+        terms = {a: False for a in self.agents}
+        truncs = {a: done for a in self.agents}
+        if done:
+            self.agents = []
+        return obs, rewards, terms, truncs, infos
+
+
+def make_masked_choice(config: dict) -> ParallelStateEnv:
+    return ParallelStateEnv(MaskedChoiceEnv(**dict(config)))

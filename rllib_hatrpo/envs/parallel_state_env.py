@@ -65,21 +65,55 @@ def check_agent_space(agent: str, kind: str, space: Any) -> None:
             f"agent {agent!r}: action space {space} is not supported; Discrete action "
             "spaces must start at 0."
         )
+    if kind == "observation" and is_masked_space(space):
+        return
     if not isinstance(space, SUPPORTED_SPACES):
-        hint = (
-            " (Dict observations such as {'observation', 'action_mask'} are not supported: "
-            "the actors do no action masking)"
-            if isinstance(space, gym.spaces.Dict)
-            else ""
-        )
+        masked = " or (observations) Dict(observation=Box|Discrete, action_mask=Box|MultiBinary)"
         raise ValueError(
             f"agent {agent!r}: {kind} space {space} is not supported; allowed: "
-            f"{', '.join(t.__name__ for t in SUPPORTED_SPACES)}{hint}."
+            f"{', '.join(t.__name__ for t in SUPPORTED_SPACES)}"
+            f"{masked if kind == 'observation' else ''}."
         )
 
 
-def flat_obs_space(space: gym.spaces.Box | gym.spaces.Discrete) -> gym.spaces.Box:
-    """The 1-D float32 Box an observation of ``space`` becomes (see :func:`flat_obs`)."""
+def is_masked_space(space: Any) -> bool:
+    """True for an action-masked observation: Dict(observation=..., action_mask=...)."""
+    return (
+        isinstance(space, gym.spaces.Dict)
+        and set(space.spaces) == {"observation", "action_mask"}
+        and isinstance(space["observation"], SUPPORTED_SPACES)
+        and isinstance(space["action_mask"], gym.spaces.Box | gym.spaces.MultiBinary)
+    )
+
+
+def check_action_mask(agent: str, obs_space: gym.Space, action_space: gym.Space) -> None:
+    """A mask needs a Discrete action space with one entry per action."""
+    if not is_masked_space(obs_space):
+        return
+    size = int(np.prod(obs_space["action_mask"].shape))
+    if not isinstance(action_space, gym.spaces.Discrete) or size != action_space.n:
+        raise ValueError(
+            f"agent {agent!r}: action_mask of size {size} needs a Discrete action space with "
+            f"{size} actions, got {action_space}."
+        )
+
+
+def observation_part(obs: Any) -> Any:
+    """The observation itself, without an action mask."""
+    return obs["observation"] if isinstance(obs, dict) else obs
+
+
+def flat_obs_space(space: gym.Space) -> gym.spaces.Box | gym.spaces.Dict:
+    """The 1-D float32 Box an observation of ``space`` becomes (see :func:`flat_obs`); a
+    masked observation keeps its mask beside it, as a float32 Box of 0/1."""
+    if is_masked_space(space):
+        size = int(np.prod(space["action_mask"].shape))
+        return gym.spaces.Dict(
+            {
+                "observation": flat_obs_space(space["observation"]),
+                "action_mask": gym.spaces.Box(0.0, 1.0, (size,), np.float32),
+            }
+        )
     flat = gym.spaces.flatten_space(space)
     return gym.spaces.Box(
         low=flat.low.astype(np.float32),
@@ -89,8 +123,14 @@ def flat_obs_space(space: gym.spaces.Box | gym.spaces.Discrete) -> gym.spaces.Bo
     )
 
 
-def flat_obs(space: gym.spaces.Box | gym.spaces.Discrete, obs: Any) -> np.ndarray:
-    """``obs`` of ``space`` as a 1-D float32 array: a Box flattened, a Discrete one-hot."""
+def flat_obs(space: gym.Space, obs: Any) -> np.ndarray | dict[str, np.ndarray]:
+    """``obs`` of ``space`` as a 1-D float32 array: a Box flattened, a Discrete one-hot; a
+    masked observation as {"observation": that array, "action_mask": float32 0/1}."""
+    if is_masked_space(space):
+        return {
+            "observation": flat_obs(space["observation"], obs["observation"]),
+            "action_mask": np.asarray(obs["action_mask"], dtype=np.float32).reshape(-1),
+        }
     return np.asarray(gym.spaces.flatten(space, obs), dtype=np.float32)
 
 
@@ -122,9 +162,11 @@ class ParallelStateEnv(MultiAgentEnv):
 
     * ``observation_spaces`` / ``action_spaces`` are dicts over ``possible_agents``. Every
       agent's observation and action space must be a Box or a Discrete (Discrete actions
-      starting at 0); anything else (MultiDiscrete, Dict, e.g. action-mask dicts, ...) is
-      rejected in the constructor, naming the agent and the space. Observations become 1-D
-      float32 Boxes: a Box observation is flattened and cast, a Discrete one one-hot encoded.
+      starting at 0), or, for agents with Discrete actions, an action-masked observation
+      Dict(observation=Box|Discrete, action_mask=Box|MultiBinary of size n); anything else
+      (MultiDiscrete, other Dicts, ...) is rejected in the constructor, naming the agent and
+      the space. Observations become 1-D float32 Boxes: a Box observation is flattened and
+      cast, a Discrete one one-hot encoded; a mask passes through beside it as float32 0/1.
       Action spaces are passed through unchanged.
     * ``state_space`` is a float32 Box; every agent's info carries the (mapped) global state
       as a float32 array under :data:`GLOBAL_STATE_KEY`.
@@ -175,6 +217,7 @@ class ParallelStateEnv(MultiAgentEnv):
         for aid in possible_agents:
             check_agent_space(aid, "observation", env_obs_spaces[aid])
             check_agent_space(aid, "action", action_spaces[aid])
+            check_action_mask(aid, env_obs_spaces[aid], action_spaces[aid])
         if observation_spaces is None:
             observation_spaces = env_obs_spaces
         else:
@@ -191,7 +234,9 @@ class ParallelStateEnv(MultiAgentEnv):
                 )
             state_space = gym.spaces.Box(-np.inf, np.inf, shape=state_shape, dtype=np.float32)
         else:
-            flat = [flat_obs_space(env_obs_spaces[aid]) for aid in possible_agents]
+            flat = [
+                observation_part(flat_obs_space(env_obs_spaces[aid])) for aid in possible_agents
+            ]
             state_space = gym.spaces.Box(
                 low=np.concatenate([f.low for f in flat]),
                 high=np.concatenate([f.high for f in flat]),
@@ -221,9 +266,12 @@ class ParallelStateEnv(MultiAgentEnv):
         else:
             state = np.concatenate(
                 [
-                    flat_env_obs[aid]
+                    observation_part(flat_env_obs[aid])
                     if aid in flat_env_obs
-                    else np.zeros(flat_obs_space(self._env_obs_spaces[aid]).shape, np.float32)
+                    else np.zeros(
+                        observation_part(flat_obs_space(self._env_obs_spaces[aid])).shape,
+                        np.float32,
+                    )
                     for aid in self.possible_agents
                 ]
             ).astype(np.float64)
