@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The experiment `make train` runs; e.g. make train CONFIG=tune_configs/happo_ant_4x2.yaml
+CONFIG ?= tune_configs/hatrpo_halfcheetah_2x3_quick.yaml
 
 .PHONY: train test lint clean
 
@@ -14,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 train: $(STAMP)
-	$(PY) -m rllib_hatrpo.train $(ARGS)
+	$(VENV)/bin/rllib-hatrpo train $(CONFIG) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check rllib_hatrpo tests

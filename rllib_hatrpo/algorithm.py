@@ -6,6 +6,7 @@ from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.core import ALL_MODULES
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 from ray.rllib.utils.annotations import override
+from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
     ENV_RUNNER_SAMPLING_TIMER,
@@ -15,7 +16,9 @@ from ray.rllib.utils.metrics import (
     SYNCH_WORKER_WEIGHTS_TIMER,
     TIMERS,
 )
+from ray.tune import Checkpoint
 
+from rllib_hatrpo.checkpointing import algorithm_identity, check_checkpoint_class, check_restorable
 from rllib_hatrpo.sequential_update import AgentOrder
 
 AGENT_ORDER = "agent_order"
@@ -39,7 +42,8 @@ class HAAlgorithm(Algorithm):
     def get_state(self, components=None, *, not_components=None, **kwargs) -> dict:
         """RLlib's state plus the agent-order generator, so a resumed run draws the same orders."""
         state = super().get_state(components, not_components=not_components, **kwargs)
-        state[AGENT_ORDER] = self.agent_order.get_state()
+        if self._check_component(AGENT_ORDER, components, not_components):
+            state[AGENT_ORDER] = self.agent_order.get_state()
         return state
 
     @override(Algorithm)
@@ -47,6 +51,29 @@ class HAAlgorithm(Algorithm):
         super().set_state(state)
         if AGENT_ORDER in state:
             self.agent_order.set_state(state[AGENT_ORDER])
+
+    @override(Checkpointable)
+    def get_metadata(self) -> dict:
+        """RLlib's metadata plus the algorithm class and the team, which restoring checks."""
+        return {**super().get_metadata(), **algorithm_identity(self)}
+
+    @classmethod
+    @override(Algorithm)
+    def from_checkpoint(cls, path, filesystem=None, **kwargs) -> Algorithm:
+        """RLlib's, after checking that the checkpoint holds a `cls` (or a subclass of it), so
+        that e.g. `HATRPO.from_checkpoint` of a HAPPO checkpoint says so before building."""
+        if isinstance(path, Checkpoint):
+            path = path.to_directory()
+        check_checkpoint_class(path, cls, filesystem)
+        return super().from_checkpoint(path, filesystem, **kwargs)
+
+    @override(Algorithm)
+    def restore_from_path(self, path, *args, **kwargs) -> None:
+        """RLlib's, after checking that the checkpoint was written by this algorithm class on
+        the same agents, policy modules and spaces (a ValueError names every difference)."""
+        if kwargs.get("component") is None:
+            check_restorable(path, self, kwargs.get("filesystem"))
+        super().restore_from_path(path, *args, **kwargs)
 
     @override(Algorithm)
     def step(self) -> dict:

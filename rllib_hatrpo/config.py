@@ -54,6 +54,9 @@ class HAConfig(AlgorithmConfig):
         # The learner builds its own row-aligned batch (TeamBatchBuilder) instead of RLlib's
         # per-module batches.
         self.add_default_connectors_to_learner_pipeline = False
+        # Evaluation EnvRunners (`.evaluation(evaluation_interval=...)`) act with each policy's
+        # mean action, as HARL evaluates; `evaluation_config={"explore": True}` overrides it.
+        self.evaluation_config = {"explore": False}
         self._team_spaces: TeamSpaces | None = None
 
     def training(

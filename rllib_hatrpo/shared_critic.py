@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from ray.rllib.core.rl_module.apis import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
@@ -14,6 +15,7 @@ from rllib_hatrpo.networks import NETWORK_DEFAULTS, build_mlp, orthogonal_linear
 from rllib_hatrpo.value_normalizer import ValueNormalizer
 
 SHARED_CRITIC_ID = "shared_critic"
+_NORMALIZER_PREFIX = "value_normalizer."
 
 
 class SharedCriticRLModule(TorchRLModule, ValueFunctionAPI):
@@ -38,6 +40,18 @@ class SharedCriticRLModule(TorchRLModule, ValueFunctionAPI):
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return {"vf_preds": self.compute_values(batch)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """RLlib's, but with the value normalizer's float64 statistics loaded exactly (RLlib
+        casts every float to float32 on the way in, which would shift them on each restore)."""
+        super().set_state(state)
+        stats = {
+            key.removeprefix(_NORMALIZER_PREFIX): torch.as_tensor(np.asarray(v, dtype=np.float64))
+            for key, v in state.items()
+            if key.startswith(_NORMALIZER_PREFIX)
+        }
+        if stats:
+            self.value_normalizer.load_state_dict(stats)
 
 
 def value_loss(

@@ -1,22 +1,21 @@
-"""Train from the command line: `python -m rllib_hatrpo.train` (what `make train` runs).
+"""The training loop of `rllib-hatrpo train` and `resume`, and the run directory it writes.
 
-Starts an embedded local Ray, trains HATRPO on MaMuJoCo (HalfCheetah 2x3 by default), prints
-one progress line per iteration, and writes into the run directory it announces:
-`progress.csv` (the learning curve), `checkpoint/` (the latest checkpoint, written atomically
-every `--checkpoint-every` iterations and at the end) and `summary.json`.
+The loop prints one progress line per iteration (env steps, team return, sampling and learning
+seconds, elapsed and estimated time left) and writes into the run directory:
+`progress.csv` (the learning curve, one row per iteration), `checkpoint/` (atomically, every
+`checkpoint_every` iterations and at the end), `learning_curve.png` (env steps vs team return)
+and `summary.json`. A resumed run continues the same files: rows after the restored iteration
+are dropped (they were never checkpointed) and the clock goes on from the last kept row.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import functools
 import json
-import logging
 import math
-import os
 import time
-from datetime import datetime
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,13 @@ CSV_FIELDS = [
     "mean_kl",
     "steps_accepted",
 ]
+TEAM_RETURN = "team_return"
+"""Top-level result key set by :func:`add_team_return` (Tune's metric for ranking trials)."""
+
+PROGRESS_CSV = "progress.csv"
+LEARNING_CURVE_PNG = "learning_curve.png"
+SUMMARY_JSON = "summary.json"
+CHECKPOINT_DIR = "checkpoint"
 
 
 def team_return(result: dict[str, Any]) -> float | None:
@@ -51,6 +57,13 @@ def team_return(result: dict[str, Any]) -> float | None:
         return None
     value = float(sum(per_agent.values()) / len(per_agent))
     return None if math.isnan(value) else value
+
+
+def add_team_return(*, result: dict[str, Any], **kwargs: Any) -> None:
+    """RLlib `on_train_result` callback: the team return at the result's top level (NaN until
+    the first episode ends), so Tune ranks trials and ASHA stops them by it."""
+    value = team_return(result)
+    result[TEAM_RETURN] = math.nan if value is None else value
 
 
 def progress_row(result: dict[str, Any], elapsed: float) -> dict[str, Any]:
@@ -72,113 +85,124 @@ def progress_row(result: dict[str, Any], elapsed: float) -> dict[str, Any]:
     }
 
 
+def progress_fraction(stop: Mapping[str, int], env_steps: int, iteration: int) -> float:
+    """How far the run is towards its nearest stop criterion (1.0 = stop)."""
+    reached = {"num_env_steps_sampled_lifetime": env_steps, "training_iteration": iteration}
+    return max(reached[key] / max(target, 1) for key, target in stop.items())
+
+
 def _clock(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _keep_rows_until(path: Path, iteration: int) -> float:
+    """Drops the rows of `path` after `iteration`; returns the kept rows' last `time_s`."""
+    if not path.exists():
+        return 0.0
+    with open(path, newline="") as f:
+        rows = [row for row in csv.DictReader(f) if int(row["iteration"]) <= iteration]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return float(rows[-1]["time_s"]) if rows else 0.0
+
+
 def train(
     algo: Algorithm,
     run_dir: Path,
-    stop_env_steps: int,
+    stop: Mapping[str, int],
     checkpoint_every: int = 10,
-    log: Any = None,
+    log: Callable[[str], None] | None = None,
+    on_result: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Trains until `stop_env_steps`, logging progress and writing the run directory."""
+    """Trains until a `stop` criterion is met, logging progress and writing the run directory.
+
+    Args:
+        algo: A built (or restored) algorithm; a restored one continues its counters.
+        run_dir: Where progress.csv, checkpoint/, learning_curve.png and summary.json go.
+        stop: `{"num_env_steps_sampled_lifetime": N, "training_iteration": M}`, either or both.
+        checkpoint_every: Iterations between checkpoints (one is always written at the end).
+        log: Prints a progress line (default: print).
+        on_result: Called with each `algo.train()` result and its CSV row (e.g. wandb).
+
+    Returns:
+        The summary also written to summary.json: the last CSV row, the latest team return and
+        the paths of the run directory's files.
+    """
     log = log or functools.partial(print, flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = run_dir / PROGRESS_CSV
+    time_offset = _keep_rows_until(csv_path, algo.iteration)
     start = time.time()
     last: dict[str, Any] = {}
-    latest_return = "n/a"
-    with open(run_dir / "progress.csv", "w", newline="") as f:
+    latest_return: Any = "n/a"
+    with open(csv_path, "a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
+        if f.tell() == 0:
+            writer.writeheader()
         while True:
             result = algo.train()
-            elapsed = time.time() - start
+            elapsed = time_offset + time.time() - start
             last = progress_row(result, elapsed)
             writer.writerow(last)
             f.flush()
-            steps = last["env_steps"]
-            left = elapsed / max(steps, 1) * max(stop_env_steps - steps, 0)
+            if on_result is not None:
+                on_result(result, last)
             if last["team_return"] != "":
                 latest_return = last["team_return"]
+            done_fraction = progress_fraction(stop, last["env_steps"], last["iteration"])
+            left = elapsed / max(done_fraction, 1e-9) * max(1.0 - done_fraction, 0.0)
+            target = stop.get("num_env_steps_sampled_lifetime")
             log(
-                f"iter {last['iteration']:4d} | env steps {steps:>10,}/{stop_env_steps:,} | "
-                f"return {latest_return:>9} | sample {last['sample_s']:.1f}s "
+                f"iter {last['iteration']:4d} | env steps {last['env_steps']:>10,}"
+                + (f"/{target:,}" if target else "")
+                + f" | return {latest_return:>9} | sample {last['sample_s']:.1f}s "
                 f"learn {last['learn_s']:.1f}s | elapsed {_clock(elapsed)} | left {_clock(left)}"
             )
-            done = steps >= stop_env_steps
+            done = done_fraction >= 1.0
             if done or last["iteration"] % checkpoint_every == 0:
-                save_checkpoint(algo, run_dir / "checkpoint")
+                save_checkpoint(algo, run_dir / CHECKPOINT_DIR)
             if done:
                 break
     summary = {
         **last,
         "team_return": latest_return,
         "run_dir": str(run_dir),
-        "checkpoint": str(run_dir / "checkpoint"),
+        "checkpoint": str(run_dir / CHECKPOINT_DIR),
+        "progress": str(csv_path),
+        "learning_curve": str(plot_learning_curve(csv_path, run_dir / LEARNING_CURVE_PNG)),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (run_dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2))
     return summary
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m rllib_hatrpo.train", description=__doc__)
-    parser.add_argument("--scenario", default="HalfCheetah")
-    parser.add_argument("--agent-conf", default="2x3")
-    parser.add_argument("--obs-mode", default="local", choices=["local", "global"])
-    parser.add_argument("--env-steps", type=int, default=200_000, help="stop after this many")
-    parser.add_argument("--num-env-runners", type=int, default=1)
-    parser.add_argument("--num-envs-per-env-runner", type=int, default=20)
-    parser.add_argument("--kl-threshold", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint-every", type=int, default=10)
-    parser.add_argument("--run-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
+def plot_learning_curve(csv_path: Path, png_path: Path) -> Path:
+    """Plots env steps vs team return from progress.csv into a PNG (matplotlib, Agg backend:
+    no display needed)."""
+    import matplotlib
 
-    import ray
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-    from rllib_hatrpo import HATRPOConfig
-
-    run_dir = args.run_dir or Path("runs") / (
-        f"hatrpo-{args.scenario}-{args.agent_conf}-{datetime.now():%Y%m%d-%H%M%S}"
-    )
-    config = (
-        HATRPOConfig()
-        .environment(
-            "mamujoco",
-            env_config={
-                "scenario": args.scenario,
-                "agent_conf": args.agent_conf,
-                "obs_mode": args.obs_mode,
-            },
-        )
-        .env_runners(
-            num_env_runners=args.num_env_runners,
-            num_envs_per_env_runner=args.num_envs_per_env_runner,
-        )
-        .training(kl_threshold=args.kl_threshold)
-        .debugging(seed=args.seed)
-    )
-    print(f"run directory: {run_dir.resolve()}", flush=True)
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    logging.getLogger("ray").setLevel(logging.ERROR)
-    ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    try:
-        algo = config.build_algo()
-        summary = train(algo, run_dir, args.env_steps, args.checkpoint_every)
-        algo.stop()
-    finally:
-        ray.shutdown()
-    print(
-        f"done: {summary['env_steps']:,} env steps in {_clock(summary['time_s'])}, "
-        f"final team return {summary['team_return']}; curve {run_dir / 'progress.csv'}, "
-        f"checkpoint {run_dir / 'checkpoint'}",
-        flush=True,
-    )
-    return summary
-
-
-if __name__ == "__main__":
-    main()
+    with open(csv_path, newline="") as f:
+        points = [
+            (int(row["env_steps"]), float(row["team_return"]))
+            for row in csv.DictReader(f)
+            if row["team_return"] != ""
+        ]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if points:
+        steps, returns = zip(*points, strict=True)
+        ax.plot(steps, returns, marker="." if len(points) < 50 else None)
+    else:
+        ax.text(0.5, 0.5, "no episode finished yet", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("team return (mean over recent episodes)")
+    ax.set_title(png_path.parent.name)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path

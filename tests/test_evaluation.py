@@ -1,0 +1,139 @@
+"""Evaluation: RLlib's evaluation EnvRunners act with the actors' mean actions, reproducibly;
+`evaluate_checkpoint` reproduces them from a checkpoint and films them."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+
+from rllib_hatrpo import HATRPOConfig
+from rllib_hatrpo.checkpointing import save_checkpoint
+from rllib_hatrpo.envs import make_mamujoco_env
+from rllib_hatrpo.evaluation import evaluate_checkpoint, select_mujoco_gl
+
+HOPPER = {"scenario": "Hopper", "agent_conf": "3x1"}
+PENDULUM = {"scenario": "InvertedDoublePendulum", "agent_conf": None, "agent_obsk": None}
+SEED = 2
+# RLlib seeds EnvRunner i of the evaluation group with seed + i + 1e6; ours is runner 1.
+EVAL_RUNNER_SEED = SEED + 1 + 1_000_000
+
+
+def small_config(env_config: dict) -> HATRPOConfig:
+    return (
+        HATRPOConfig()
+        .environment("mamujoco", env_config=env_config)
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=1)
+        .training(train_batch_size_per_learner=200, hidden_sizes=[8], kl_threshold=0.5)
+        .debugging(seed=SEED)
+    )
+
+
+@pytest.fixture(scope="module")
+def hopper(ray_session, tmp_path_factory):
+    """Three agents trained two iterations with one remote evaluation EnvRunner evaluating
+    every second iteration (explore=False is HAConfig's default), and a checkpoint."""
+    config = small_config(HOPPER).evaluation(
+        evaluation_interval=2,
+        evaluation_num_env_runners=1,
+        evaluation_duration=2,
+        evaluation_duration_unit="episodes",
+    )
+    algo = config.build_algo()
+    results = [algo.train() for _ in range(2)]
+    path = save_checkpoint(algo, tmp_path_factory.mktemp("hopper") / "checkpoint")
+    yield algo, results, path
+    algo.stop()
+
+
+def episode_stats(evaluation: dict) -> tuple[float, ...]:
+    runners = evaluation["env_runners"]
+    keys = ("episode_return_mean", "episode_return_min", "episode_return_max", "episode_len_mean")
+    return tuple(float(runners[key]) for key in keys)
+
+
+def test_evaluation_reports_every_n_iterations(hopper):
+    algo, results, _ = hopper
+    assert algo.evaluation_config.explore is False
+    assert "evaluation" not in results[0]
+    evaluation = results[1]["evaluation"]["env_runners"]
+    assert evaluation["num_episodes"] == 2
+    team_returns = evaluation["agent_episode_returns_mean"]
+    assert sorted(team_returns) == ["agent_0", "agent_1", "agent_2"]
+    assert len(set(team_returns.values())) == 1  # every agent gets the team reward
+
+
+def test_evaluations_of_the_same_weights_are_identical(hopper):
+    algo, results, _ = hopper
+    first, second = algo.evaluate(), algo.evaluate()
+    # the evaluation EnvRunner reseeds its env for every evaluation
+    assert episode_stats(first) == episode_stats(second) == episode_stats(results[1]["evaluation"])
+    assert episode_stats(first)[1] != episode_stats(first)[2]  # two different episodes
+
+
+def test_evaluation_runner_acts_with_the_learners_mean_action(hopper):
+    algo, _, _ = hopper
+    [episodes] = algo.eval_env_runner_group.foreach_env_runner(
+        lambda runner: runner.sample(num_episodes=1), local_env_runner=False
+    )
+    learner_modules = algo.learner_group._learner.module
+    for agent, agent_episode in episodes[0].agent_episodes.items():
+        obs = np.array(agent_episode.get_observations()[:-1])
+        actions = np.array(agent_episode.get_actions())
+        with torch.no_grad():
+            inputs = learner_modules[agent].forward_inference({Columns.OBS: torch.as_tensor(obs)})
+        mean = inputs[Columns.ACTION_DIST_INPUTS][:, : actions.shape[1]].numpy()
+        # float32 rounding only (batched here, one row at a time there); exploration noise
+        # would be of the order of the policy's std, about 0.4
+        np.testing.assert_allclose(actions, mean, rtol=0, atol=1e-5, err_msg=agent)
+
+
+def test_evaluate_checkpoint_reproduces_rllibs_evaluation(hopper):
+    _, results, path = hopper
+    local = evaluate_checkpoint(str(path), episodes=2, seed=EVAL_RUNNER_SEED)
+    assert local == evaluate_checkpoint(str(path), episodes=2, seed=EVAL_RUNNER_SEED)
+    rllib = results[1]["evaluation"]["env_runners"]
+    assert set(local) == {"episodes", "team_return_mean", "team_return_std", "episode_len_mean"}
+    assert local["episodes"] == 2
+    # same seed, same mean actions: the same two episodes as the evaluation EnvRunner's
+    team_return = float(np.mean(list(rllib["agent_episode_returns_mean"].values())))
+    assert local["team_return_mean"] == pytest.approx(team_return, rel=1e-9)
+    assert local["episode_len_mean"] == float(rllib["episode_len_mean"])
+
+
+def test_evaluate_checkpoint_rejects_no_episodes(hopper):
+    _, _, path = hopper
+    with pytest.raises(ValueError, match="episodes=0"):
+        evaluate_checkpoint(str(path), episodes=0)
+
+
+def test_video_has_a_frame_per_reset_and_step(ray_session, tmp_path, monkeypatch):
+    monkeypatch.setenv("MUJOCO_GL", os.environ.get("MUJOCO_GL", ""))  # restored afterwards
+    try:
+        select_mujoco_gl()
+    except RuntimeError as err:
+        pytest.skip(f"no offscreen OpenGL can be set up here: {err}")
+    import imageio.v2 as imageio
+
+    algo = small_config(PENDULUM).build_algo()  # episodes of about ten steps
+    try:
+        path = save_checkpoint(algo, tmp_path / "checkpoint")
+    finally:
+        algo.stop()
+    video = tmp_path / "videos" / "pendulum.mp4"
+    result = evaluate_checkpoint(str(path), episodes=2, video_path=str(video))
+
+    env = make_mamujoco_env({**PENDULUM, "render_mode": "rgb_array"})
+    env.reset(seed=0)
+    frame_shape = env.render().shape
+    env.close()
+    reader = imageio.get_reader(video)
+    frames = list(reader.iter_data())
+    assert reader.get_meta_data()["fps"] == 20.0  # the env's render_fps (dt = 0.05 s)
+    reader.close()
+    assert len(frames) == result["episodes"] * (result["episode_len_mean"] + 1)
+    assert frames[0].shape == frame_shape == (480, 480, 3)
+    assert np.std(frames[0]) > 0  # a rendered scene, not a blank frame
