@@ -1,9 +1,11 @@
 """validate() rejects bad input with the field and what is allowed, before Ray starts."""
 
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
-import ray
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 from ray.tune.registry import register_env
 from toy_envs import make_sum_target
@@ -52,10 +54,22 @@ def test_bad_training_fields_are_named(training, field, allowed):
 
 
 def test_errors_come_before_any_ray_actor():
-    assert not ray.is_initialized()
-    with pytest.raises(ValueError, match="kl_threshold"):
-        cheetah(kl_threshold=0.0).build_algo()
-    assert not ray.is_initialized()
+    # in a fresh process: other tests of this session may already have started Ray
+    code = (
+        "import ray\n"
+        "from rllib_hatrpo import HATRPOConfig\n"
+        "config = HATRPOConfig().environment('mamujoco').training(kl_threshold=0.0)\n"
+        "try:\n"
+        "    config.build_algo()\n"
+        "except ValueError as err:\n"
+        "    assert 'kl_threshold' in str(err), err\n"
+        "    assert not ray.is_initialized(), 'Ray started before the error'\n"
+        "    print('rejected before Ray')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert "rejected before Ray" in out.stdout, out.stderr[-2000:]
 
 
 def test_unknown_scenario_lists_valid_ones():
