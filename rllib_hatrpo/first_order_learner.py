@@ -20,14 +20,7 @@ class FirstOrderLearner(HeterogeneousAgentLearner, abc.ABC):
     def configure_optimizers_for_module(self, module_id: str, config=None) -> None:
         if module_id == SHARED_CRITIC_ID:
             return super().configure_optimizers_for_module(module_id, config)
-        params = self.get_parameters(self.module[module_id])
-        self.register_optimizer(
-            module_id=module_id,
-            optimizer_name="actor",
-            optimizer=torch.optim.Adam(params, eps=1e-5),
-            params=params,
-            lr_or_lr_schedule=self.config.lr,
-        )
+        self.register_adam(module_id, "actor", self.config.lr)
 
     @abc.abstractmethod
     def policy_loss(

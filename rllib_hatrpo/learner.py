@@ -43,16 +43,18 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
 
     @override(Learner)
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
-        if module_id != SHARED_CRITIC_ID:
-            return
-        critic = self.module[SHARED_CRITIC_ID]
-        params = self.get_parameters(critic)
+        if module_id == SHARED_CRITIC_ID:
+            self.register_adam(module_id, "critic", self.config.critic_lr)
+
+    def register_adam(self, module_id: str, name: str, lr: Any) -> None:
+        """Registers HARL's Adam (eps 1e-5) for a module; `lr` may be an RLlib schedule."""
+        params = self.get_parameters(self.module[module_id])
         self.register_optimizer(
             module_id=module_id,
-            optimizer_name="critic",
+            optimizer_name=name,
             optimizer=torch.optim.Adam(params, eps=1e-5),
             params=params,
-            lr_or_lr_schedule=self.config.critic_lr,
+            lr_or_lr_schedule=lr,
         )
 
     @override(Learner)

@@ -11,6 +11,7 @@ def ray_session():
     """One local Ray for the whole session (2 CPUs, no dashboard)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # ignore_reinit_error: a test that built an algorithm first may have started Ray already
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield ray
     ray.shutdown()
