@@ -11,7 +11,21 @@ from rllib_hatrpo.envs import ParallelStateEnv
 TARGETS = np.array([-0.5, 0.5])
 
 
-class SumTargetEnv(ParallelEnv):
+class RedrawEnv(ParallelEnv):
+    """Two agents whose observations are redrawn (`_draw`) at every reset and step."""
+
+    possible_agents = ["a0", "a1"]
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self.agents = list(self.possible_agents)
+        self._t = 0
+        self._draw()
+        return self._obs(), {a: {} for a in self.agents}
+
+
+class SumTargetEnv(RedrawEnv):
     """Two agents each see a one-hot context c_i selecting a target x_i = ±0.5; the team earns
     −(a_0 + a_1 − x_0 − x_1)², so each must output its own target. Contexts are redrawn every
     step, so an action only affects its own reward (with gamma=0 the advantage is exactly
@@ -48,14 +62,6 @@ class SumTargetEnv(ParallelEnv):
     def _draw(self):
         self._context = self._rng.integers(0, 2, size=2)
 
-    def reset(self, seed=None, options=None):
-        if seed is not None:
-            self._rng = np.random.default_rng(seed)
-        self.agents = list(self.possible_agents)
-        self._t = 0
-        self._draw()
-        return self._obs(), {a: {} for a in self.agents}
-
     def step(self, actions):
         total = sum(float(np.clip(actions[a], -1, 1)[0]) for a in self.agents)
         reward = -((total - TARGETS[self._context].sum()) ** 2)
@@ -76,7 +82,7 @@ def make_sum_target(config: dict) -> ParallelStateEnv:
     return ParallelStateEnv(SumTargetEnv(**dict(config)))
 
 
-class MaskedChoiceEnv(ParallelEnv):
+class MaskedChoiceEnv(RedrawEnv):
     """Two agents pick one of 4 actions under a random action mask; the team earns the mean
     of the chosen actions' values, where the masked-out actions would pay the most. A policy
     that honours the mask learns to pick the best allowed action."""
@@ -118,14 +124,6 @@ class MaskedChoiceEnv(ParallelEnv):
             a: {"observation": self._masks[a].astype(np.float32), "action_mask": self._masks[a]}
             for a in self.possible_agents
         }
-
-    def reset(self, seed=None, options=None):
-        if seed is not None:
-            self._rng = np.random.default_rng(seed)
-        self.agents = list(self.possible_agents)
-        self._t = 0
-        self._draw()
-        return self._obs(), {a: {} for a in self.agents}
 
     def step(self, actions):
         violations = sum(int(self._masks[a][actions[a]] == 0) for a in self.agents)
