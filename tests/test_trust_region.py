@@ -29,6 +29,17 @@ F64 = torch.float64
 OBS_DIM, ACT_DIM, N_ACTIONS = 3, 2, 4
 
 
+# The trust-region settings most tests use (δ 0.01, 10 CG iterations, damping 0.1, ...).
+DEFAULT_STEP = dict(
+    max_kl=0.01,
+    cg_iters=10,
+    cg_damping=0.1,
+    line_search_steps=10,
+    backtrack_coeff=0.5,
+    accept_ratio=0.5,
+)
+
+
 def _random_spd(n: int, gen: torch.Generator, cond_shift: float = 1.0) -> torch.Tensor:
     q = torch.randn(n, n, generator=gen, dtype=F64)
     return q @ q.T / n + cond_shift * torch.eye(n, dtype=F64)
@@ -599,12 +610,7 @@ def test_trust_region_step_zero_advantages_leaves_params_bit_identical():
         pol.param_list(),
         surrogate_fn,
         kl_fn,
-        max_kl=0.01,
-        cg_iters=10,
-        cg_damping=0.1,
-        line_search_steps=10,
-        backtrack_coeff=0.5,
-        accept_ratio=0.5,
+        **DEFAULT_STEP,
     )
     assert not stats.step_accepted
     assert stats.mean_kl == 0.0 and stats.surrogate_improvement == 0.0
@@ -621,12 +627,7 @@ def test_trust_region_step_skips_frozen_parameters():
         pol.param_list(),
         surrogate_fn,
         kl_fn,
-        max_kl=0.01,
-        cg_iters=10,
-        cg_damping=0.1,
-        line_search_steps=10,
-        backtrack_coeff=0.5,
-        accept_ratio=0.5,
+        **DEFAULT_STEP,
     )
     assert stats.step_accepted
     assert torch.equal(pol.log_std, log_std_before)
