@@ -9,6 +9,7 @@ import tree
 from ray.rllib.core.learner.learner import Learner
 from ray.rllib.utils.annotations import override
 
+from rllib_hatrpo.data_parallel import all_reduce_grads, all_reduce_sum, shard_fraction
 from rllib_hatrpo.learner import HeterogeneousAgentLearner, ModuleBatch
 from rllib_hatrpo.shared_critic import SHARED_CRITIC_ID
 
@@ -45,18 +46,20 @@ class FirstOrderLearner(HeterogeneousAgentLearner, abc.ABC):
                 obs = tree.map_structure(lambda x, idx=idx: x[idx], batch.obs)
                 dist = dist_cls.from_logits(self._dist_inputs(module_id, obs))
                 ratio = torch.exp(dist.logp(batch.actions[idx]) - batch.old_logp[idx])
-                entropy = dist.entropy().mean()
-                loss = self.policy_loss(ratio, factor[idx], advantages[idx])
+                share = shard_fraction(len(idx), idx.device)  # this learner's share of the rows
+                entropy = dist.entropy().mean() * share
+                loss = self.policy_loss(ratio, factor[idx], advantages[idx]) * share
                 optimizer.zero_grad()
                 (loss - cfg.entropy_coeff * entropy).backward()  # entropy bonus
+                all_reduce_grads(params)
                 grad_norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)))
                 optimizer.step()
-                losses.append(float(loss.detach()))
-                entropies.append(float(entropy.detach()))
+                losses.append(float(all_reduce_sum(loss.detach())))
+                entropies.append(float(all_reduce_sum(entropy.detach())))
         with torch.no_grad():
             new_dist = dist_cls.from_logits(self._dist_inputs(module_id, batch.obs).double())
             old_dist = dist_cls.from_logits(batch.old_dist_inputs.double())
-            mean_kl = float(old_dist.kl(new_dist).mean())
+            mean_kl = float(all_reduce_sum(old_dist.kl(new_dist).mean() * batch.share))
         return {
             "policy_loss": sum(losses) / len(losses),
             "entropy": sum(entropies) / len(entropies),

@@ -25,12 +25,13 @@ class HATRPOLearner(HeterogeneousAgentLearner):
 
         def surrogate() -> torch.Tensor:
             logp = dist_cls.from_logits(self._dist_inputs(module_id, batch.obs)).logp(batch.actions)
-            # HATRPO surrogate: E[π_new/π_old · M · A] (Kuba et al. 2022, eq. 12)
-            return (torch.exp(logp - batch.old_logp) * weighted_advantages).mean()
+            # HATRPO surrogate: E[π_new/π_old · M · A] (Kuba et al. 2022, eq. 12), this share
+            return (torch.exp(logp - batch.old_logp) * weighted_advantages).mean() * batch.share
 
         def mean_kl() -> torch.Tensor:
             new_dist = dist_cls.from_logits(self._dist_inputs(module_id, batch.obs).double())
-            return old_dist.kl(new_dist).mean()  # mean KL(π_old ‖ π_new), float64
+            # mean KL(π_old ‖ π_new) in float64, this learner's share
+            return old_dist.kl(new_dist).mean() * batch.share
 
         cfg = self.config
         stats = trust_region_step(

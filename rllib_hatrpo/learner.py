@@ -21,6 +21,13 @@ from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_TRAINED, NUM_ENV_STEPS_TRAINED_LIFETIME
 
 from rllib_hatrpo.advantages import compute_gae
+from rllib_hatrpo.data_parallel import (
+    all_reduce_grads,
+    all_reduce_sum,
+    global_mean,
+    global_var,
+    shard_fraction,
+)
 from rllib_hatrpo.envs.parallel_state_env import GLOBAL_STATE_KEY
 from rllib_hatrpo.sequential_update import sequential_update
 from rllib_hatrpo.shared_critic import SHARED_CRITIC_ID, value_loss
@@ -29,13 +36,18 @@ from rllib_hatrpo.team_batch import TEAM_BATCH, concat_rows
 
 @dataclass
 class ModuleBatch:
-    """One policy module's rows: its agents' rows stacked agent after agent (k·N rows)."""
+    """One policy module's rows: its agents' rows stacked agent after agent (k·N rows).
+
+    `share` is this learner's fraction of the rows on all data-parallel learners: a mean over
+    the rows here times `share` is this learner's share of the whole batch's mean.
+    """
 
     obs: Any  # a tensor, or a dict of tensors when an action mask rides along
     actions: torch.Tensor
     old_logp: torch.Tensor
     old_dist_inputs: torch.Tensor
     num_agents: int
+    share: float
 
 
 class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
@@ -57,6 +69,11 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
             lr_or_lr_schedule=lr,
         )
 
+    @override(TorchLearner)
+    def _make_modules_ddp_if_necessary(self) -> None:
+        """No DDP wrapping: `data_parallel` sums shares across learners explicitly (the
+        trust-region step's double backward and line search happen outside `backward()`)."""
+
     @override(Learner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
         """Unused: the sequential update replaces RLlib's per-module loss path."""
@@ -72,7 +89,9 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
         """Improves one policy module on its rows; returns diagnostics.
 
         `factor` is M (the earlier agents' joint ratio, a constant) and `advantages` the
-        standardized team advantage, both with one entry per row of `batch`.
+        standardized team advantage, both with one entry per row of `batch`. With several
+        learners, every learner must take the identical step: losses enter as shares
+        (`batch.share`), and gradients and reported values are summed (`data_parallel`).
         """
 
     @override(Learner)
@@ -114,12 +133,14 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
             self.config.lambda_,
         )
         advantages = torch.as_tensor(advantages, device=self._device)
-        # advantages standardized over the batch: (A − mean) / std
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-5)
+        # advantages standardized over the batch (of all learners): (A − mean) / std
+        advantages = (advantages - global_mean(advantages)) / (global_var(advantages).sqrt() + 1e-5)
 
-        module_batches = self._module_batches(team["agents"])
-        order = agent_order if agent_order is not None else sorted(module_batches)
         num_rows = len(advantages)
+        module_batches = self._module_batches(
+            team["agents"], shard_fraction(num_rows, self._device)
+        )
+        order = agent_order if agent_order is not None else sorted(module_batches)
 
         def step(module_id: Hashable, factor: torch.Tensor) -> dict[str, float]:
             mb = module_batches[module_id]
@@ -150,7 +171,9 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
         )
         return self.metrics.reduce()
 
-    def _module_batches(self, agents: dict[str, dict[str, np.ndarray]]) -> dict[str, ModuleBatch]:
+    def _module_batches(
+        self, agents: dict[str, dict[str, np.ndarray]], share: float
+    ) -> dict[str, ModuleBatch]:
         """Groups agents by the policy module they map to and records π_old on their rows."""
         groups: dict[str, list[str]] = defaultdict(list)
         for agent_id in agents:
@@ -169,7 +192,7 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
                 dist_inputs = self._dist_inputs(module_id, obs)
                 dist = self.module[module_id].get_train_action_dist_cls().from_logits(dist_inputs)
                 batches[module_id] = ModuleBatch(
-                    obs, actions, dist.logp(actions), dist_inputs, len(agent_ids)
+                    obs, actions, dist.logp(actions), dist_inputs, len(agent_ids), share
                 )
         return batches
 
@@ -190,6 +213,7 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
         """Fits V(s) to the GAE targets in normalized units (Huber loss, value clipping)."""
         critic = self.module[SHARED_CRITIC_ID]
         optimizer = self.get_optimizer(SHARED_CRITIC_ID, "critic")
+        params = list(critic.parameters())
         targets_t = torch.as_tensor(targets, device=self._device)
         if self.config.use_value_norm:
             critic.value_normalizer.update(targets_t)
@@ -209,15 +233,16 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
                     norm_targets[idx],
                     value_clip=self.config.value_clip,
                     huber_delta=self.config.huber_delta,
-                )
+                ) * shard_fraction(len(idx), self._device)  # this learner's share of the loss
                 optimizer.zero_grad()
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(critic.parameters(), self.config.max_grad_norm)
+                all_reduce_grads(params)
+                torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
                 optimizer.step()
-                losses.append(float(loss.detach()))
+                losses.append(float(all_reduce_sum(loss.detach())))
         # explained variance of the pre-fit values: 1 − Var(R − V) / Var(R)
-        residual_var = torch.var(targets_t - old_values)
-        explained = 1.0 - float(residual_var / torch.var(targets_t).clamp(min=1e-8))
+        residual_var = global_var(targets_t - old_values)
+        explained = 1.0 - float(residual_var / global_var(targets_t).clamp(min=1e-8))
         self.metrics.log_value((SHARED_CRITIC_ID, "critic_loss"), float(np.mean(losses)), window=1)
         self.metrics.log_value((SHARED_CRITIC_ID, "explained_variance"), explained, window=1)
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rllib_hatrpo.data_parallel import all_reduce_sum
+
 Tensor = torch.Tensor
 
 
@@ -76,11 +78,12 @@ def fisher_vector_product(
     """Returns v -> (H + damping·I) v, H the Hessian of the mean KL at the current params.
 
     Pearlmutter's trick: H v = d/dθ (∇θ KL · v), so each product costs two backward passes.
+    `kl_fn` returns this learner's share of the mean KL; the products are summed over learners.
     """
     kl_grad = flat_grad(kl_fn(), params, create_graph=True)
 
     def fvp(v: Tensor) -> Tensor:
-        hv = flat_grad(kl_grad @ v.to(kl_grad.dtype), params, retain_graph=True)
+        hv = all_reduce_sum(flat_grad(kl_grad @ v.to(kl_grad.dtype), params, retain_graph=True))
         return hv.to(v.dtype) + damping * v  # damped Fisher-vector product (H + λI) v
 
     return fvp
@@ -112,13 +115,16 @@ def trust_region_step(
 ) -> TrustRegionStats:
     """Maximizes `surrogate_fn` subject to mean KL <= `max_kl`, changing `params` in place.
 
-    `surrogate_fn` and `kl_fn` re-evaluate the current parameters each call. When no backtracked
-    step is acceptable the parameters are restored bit-for-bit.
+    `surrogate_fn` and `kl_fn` re-evaluate the current parameters each call and return this
+    learner's share of the batch mean (see `data_parallel`; the whole mean with one learner);
+    gradients, Fisher-vector products and values are summed over learners, so every learner
+    takes the same step. When no backtracked step is acceptable the parameters are restored
+    bit-for-bit.
     """
     params = [p for p in params if p.requires_grad]
     surrogate_before = surrogate_fn()
-    g = flat_grad(surrogate_before, params).double()
-    surrogate_before = float(surrogate_before.detach())
+    g = all_reduce_sum(flat_grad(surrogate_before, params).double())
+    surrogate_before = float(all_reduce_sum(surrogate_before.detach()))
     fvp = fisher_vector_product(kl_fn, params, cg_damping)
     step_dir = conjugate_gradient(fvp, g, cg_iters, residual_tol)  # s ≈ H⁻¹ g
     shs = float(step_dir @ fvp(step_dir))
@@ -133,9 +139,9 @@ def trust_region_step(
         for i in range(line_search_steps):
             fraction = backtrack_coeff**i
             set_flat_params(params, old_params + fraction * full_step.to(old_params.dtype))
-            improvement = float(surrogate_fn()) - surrogate_before
+            improvement = float(all_reduce_sum(surrogate_fn())) - surrogate_before
             expected = expected_full * fraction
-            kl = float(kl_fn())
+            kl = float(all_reduce_sum(kl_fn()))
             if kl <= max_kl and improvement > 0.0 and improvement >= accept_ratio * expected:
                 return TrustRegionStats(kl, improvement, expected, i + 1, True)
         set_flat_params(params, old_params)

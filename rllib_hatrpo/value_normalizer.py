@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rllib_hatrpo.data_parallel import global_mean
+
 
 class ValueNormalizer(nn.Module):
     """Debiased running mean and mean-square of the value targets.
@@ -31,11 +33,11 @@ class ValueNormalizer(nn.Module):
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
-        """Folds one batch of targets into the running statistics."""
+        """Folds one batch of targets (all learners' rows) into the running statistics."""
         x = x.detach().double()
         b = self.beta
-        self.running_mean.mul_(b).add_((1 - b) * x.mean())  # m ← β m + (1 − β) mean(x)
-        self.running_mean_sq.mul_(b).add_((1 - b) * (x**2).mean())  # q ← β q + (1 − β) mean(x²)
+        self.running_mean.mul_(b).add_((1 - b) * global_mean(x))  # m ← β m + (1 − β) mean(x)
+        self.running_mean_sq.mul_(b).add_((1 - b) * global_mean(x**2))  # q ← β q + (1−β) mean(x²)
         self.debiasing_term.mul_(b).add_(1 - b)  # d ← β d + (1 − β)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
