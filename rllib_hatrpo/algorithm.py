@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import ray
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.core import ALL_MODULES
 from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
@@ -19,11 +22,23 @@ from ray.rllib.utils.metrics import (
 from ray.tune import Checkpoint
 
 from rllib_hatrpo.checkpointing import algorithm_identity, check_checkpoint_class, check_restorable
+from rllib_hatrpo.data_parallel import shard_by_env_steps
 from rllib_hatrpo.sequential_update import AgentOrder
 
 AGENT_ORDER = "agent_order"
 # Timers report this iteration's seconds (RLlib's default is a slow moving average).
 _THIS_ITERATION = {"reduce": "mean", "window": 1}
+
+
+def learner_data(episodes: list, num_learners: int) -> dict[str, Any]:
+    """The `LearnerGroup.update` keyword that hands each learner whole episode fragments.
+
+    RLlib's own sharding cuts episodes at arbitrary steps, which would turn a cut into a false
+    truncation for GAE; here each learner gets one object ref of whole fragments instead.
+    """
+    if num_learners <= 1:
+        return {"episodes": episodes}
+    return {"episodes_refs": [ray.put(s) for s in shard_by_env_steps(episodes, num_learners)]}
 
 
 class HAAlgorithm(Algorithm):
@@ -100,7 +115,7 @@ class HAAlgorithm(Algorithm):
         self._last_agent_order = order
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER), **_THIS_ITERATION):
             learner_results = self.learner_group.update(
-                episodes=episodes,
+                **learner_data(episodes, self.config.num_learners),
                 timesteps={
                     NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
                         (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
