@@ -152,6 +152,14 @@ class HAConfig(AlgorithmConfig):
             self.activation,
             "one of 'relu', 'tanh', 'leaky_relu'",
         )
+        env_copies = self.num_envs_per_env_runner * max(1, self.num_env_runners)
+        check_field(
+            self.num_learners <= max(1, env_copies),
+            "num_learners",
+            self.num_learners,
+            f"at most the number of env copies sampling ({env_copies} = num_envs_per_env_runner"
+            " × num_env_runners): each learner takes whole episode fragments",
+        )
 
     def _setup_team_modules(self, spaces: TeamSpaces) -> None:
         """One policy module per agent (or one shared), unless the user set policies."""

@@ -41,6 +41,12 @@ def test_more_learners_than_fragments_is_an_error_naming_the_fix():
         shard_by_env_steps([Fragment(10), Fragment(10)], 3)
 
 
+def test_more_learners_than_env_copies_fails_in_validate():
+    config = _config(HATRPOConfig, 5)  # 4 env copies on the local EnvRunner
+    with pytest.raises(ValueError, match=r"num_learners=5 is invalid.*\(4 = num_envs_per_env"):
+        config.validate()
+
+
 def _config(config_cls, num_learners: int, **training):
     return (
         config_cls()
@@ -103,6 +109,12 @@ def test_two_learners_on_halves_step_like_one_learner_on_the_whole(
             if not torch.equal(torch.as_tensor(value), torch.as_tensor(start["agent_0"][name]))
         ]
         assert moved, "the update must change the policy for the comparison to mean anything"
+        # and the whole iteration: train() with two learners, EnvRunner weights synced
+        iteration = parallel.train()
+        assert iteration["learners"][ALL_MODULES][NUM_ENV_STEPS_TRAINED] == 800
+        synced = parallel.env_runner.module.get_state()
+        learned = group.get_weights(module_ids=ORDER)
+        _assert_states_close({a: synced[a] for a in ORDER}, learned, exact=True)
         for agent in ORDER:
             for result in two:  # every learner reports the whole batch's KL
                 kl = result[agent]["mean_kl"].peek()
