@@ -1,0 +1,724 @@
+"""Throughput and memory of HATRPO, HAPPO and RLlib's PPO on MaMuJoCo HalfCheetah 2x3 (issue 6).
+
+One run measures, on the same env, machine, batch and EnvRunner count:
+
+1. The raw simulator rate: env steps per second with uniformly random actions (drawn ahead of
+   time, so drawing them is not timed), one core, for Gymnasium's single-agent HalfCheetah-v5,
+   the bare `gymnasium_robotics.mamujoco_v1` parallel env (HalfCheetah 2x3), and our registered
+   `mamujoco` env (`obs_mode: global`, which the EnvRunners step). The bare mamujoco_v1 rate is
+   the ceiling the sampling ratio is computed against.
+2. For each algorithm (`benchmarks/baselines.py`: HATRPO and HAPPO with HARL's settings from
+   `tune_configs/`, PPO the HARL-MAPPO-like baseline, PPO-default RLlib's own defaults for
+   reference): `--warmup` training iterations, then `--iterations` timed ones. Reported:
+   * whole loop: env steps sampled in the timed iterations / their wall time (`algo.train()`);
+   * sampling: the same env steps / the time spent in `synchronous_parallel_sample`, which
+     both RLlib's PPO and our `training_step` call once per iteration (the benchmark wraps the
+     function in the algorithm's module: a timer only, nothing else changes; where an
+     algorithm samples differently, the result's own sampling timer is used and the row says
+     so);
+   * learning: seconds per iteration in `LearnerGroup.update` (wrapped the same way);
+   * peak memory: the largest sum, over the process tree, of the resident set sizes (RSS),
+     sampled every `--mem-interval` seconds from before the algorithm is built until its
+     last timed iteration. Each algorithm runs in its own Python subprocess with its own local
+     Ray (`ray.init(address="local")`), so the tree is exactly that algorithm's driver (with
+     its local learner), its EnvRunner actors, Ray's idle workers and Ray's own processes
+     (GCS, raylet, agents), and nothing of the other algorithms. "algorithm processes" is the
+     driver plus Ray actors (EnvRunners, learners); "all" adds Ray's processes and idle
+     workers, which are the same for every algorithm. RSS counts shared pages (torch's and
+     MuJoCo's libraries) once per process, as `ps` and the issue's figure do.
+3. Sampling scaling: HATRPO's EnvRunners alone (`synchronous_parallel_sample` of one train
+   batch, `--scaling-repeats` times after one warm-up) for every `num_env_runners` x
+   `num_envs_per_env_runner` of `--scaling-runners` x `--scaling-envs`, the rollout fragment
+   set to batch / (runners x envs) so every call samples one train batch.
+
+Targets of the issue, reported here and not asserted: whole-loop HATRPO ≥ 3x PPO's; sampling
+≥ 50% of the raw simulator rate per EnvRunner core; peak memory no higher than PPO's.
+
+Usage:
+    nice -n 10 python benchmarks/throughput.py            # the full run (~10 min on 2 cores)
+    python benchmarks/throughput.py --smoke --out-dir /tmp/x   # seconds: exercises the code
+
+Writes `throughput.csv` (one row per measurement, column `section`) and `throughput.md` (the
+tables, the targets, the machine, its load average before and after, versions and commit) to
+`--out-dir` (default `benchmarks/results/`), and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime
+import functools
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from baselines import (
+    ALGORITHMS,
+    PPO_BASELINE,
+    PPO_DEFAULTS,
+    REFERENCE,
+    REPO_ROOT,
+    RESULTS_DIR,
+    algorithm_config,
+)
+
+SECTIONS = ("simulator", "algorithm", "scaling")
+CSV_FIELDS = [
+    "section",
+    "name",
+    "num_env_runners",
+    "num_envs_per_env_runner",
+    "env_steps",
+    "seconds",
+    "env_steps_per_s",
+    "iteration_s",
+    "sample_env_steps_per_s",
+    "learn_s_per_iteration",
+    "whole_vs_ppo",
+    "sample_vs_raw_per_runner",
+    "peak_rss_algorithm_mb",
+    "peak_rss_all_mb",
+    "peak_rss_driver_mb",
+    "peak_rss_env_runners_mb",
+    "memory_vs_ppo",
+    "build_s",
+    "timing",
+]
+"""Columns of throughput.csv; a row leaves empty what its section does not measure."""
+
+RAW_SIMULATOR = "mamujoco_v1 HalfCheetah 2x3 (bare parallel env)"
+"""The simulator row the sampling ratios are computed against."""
+
+SMOKE_OVERRIDES: dict[str, Any] = {
+    "env_runners.num_env_runners": 0,
+    "env_runners.num_envs_per_env_runner": 2,
+    "env_runners.rollout_fragment_length": 100,
+    "training.train_batch_size_per_learner": 200,
+    "training.hidden_sizes": [16, 16],
+}
+"""`--smoke`: sampling in the driver, 200 env steps per iteration, tiny networks."""
+
+NO_EVALUATION: dict[str, Any] = {"evaluation": {}}
+"""Every measured config trains only (the experiment files evaluate every 25 iterations)."""
+
+
+# --- raw simulator ---------------------------------------------------------------------------
+
+
+def simulator_rates(steps: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Env steps per second with random actions for the three simulator layers (see the
+    module docstring); each env is reset whenever its episode ends, and resets are timed."""
+    import gymnasium as gym
+    import numpy as np
+    from gymnasium_robotics import mamujoco_v1
+
+    from rllib_hatrpo.envs.mamujoco import make_mamujoco_env
+
+    rng = np.random.default_rng(seed)
+    rows = []
+
+    def single_agent() -> float:
+        env = gym.make("HalfCheetah-v5")
+        space = env.action_space
+        actions = rng.uniform(space.low, space.high, (steps, *space.shape)).astype(space.dtype)
+        env.reset(seed=seed)
+        start = time.perf_counter()
+        for action in actions:
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                env.reset()
+        elapsed = time.perf_counter() - start
+        env.close()
+        return elapsed
+
+    def multi_agent(env: Any, agents: Sequence[str], space_of: Callable[[str], Any]) -> float:
+        spaces = {a: space_of(a) for a in agents}
+        actions = {
+            a: rng.uniform(s.low, s.high, (steps, *s.shape)).astype(s.dtype)
+            for a, s in spaces.items()
+        }
+        env.reset(seed=seed)
+        start = time.perf_counter()
+        for t in range(steps):
+            _, _, terminated, truncated, _ = env.step({a: actions[a][t] for a in agents})
+            if any(terminated.values()) or any(truncated.values()):
+                env.reset()
+        elapsed = time.perf_counter() - start
+        env.close()
+        return elapsed
+
+    bare = mamujoco_v1.parallel_env("HalfCheetah", "2x3")
+    ours = make_mamujoco_env({"scenario": "HalfCheetah", "agent_conf": "2x3", "obs_mode": "global"})
+    timings = {
+        "gymnasium HalfCheetah-v5 (single agent)": single_agent(),
+        RAW_SIMULATOR: multi_agent(bare, list(bare.possible_agents), bare.action_space),
+        "rllib_hatrpo mamujoco env (obs_mode global)": multi_agent(
+            ours, list(ours.possible_agents), ours.get_action_space
+        ),
+    }
+    for name, seconds in timings.items():
+        rows.append(
+            {
+                "section": "simulator",
+                "name": name,
+                "env_steps": steps,
+                "seconds": round(seconds, 3),
+                "env_steps_per_s": round(steps / seconds, 1),
+                "timing": "perf_counter around env.step (random actions, one core)",
+            }
+        )
+    return rows
+
+
+# --- memory of the process tree --------------------------------------------------------------
+
+
+def _role(process: Any, driver_pid: int) -> str:
+    """driver, env_runners, learners, actors (other Ray actors), ray_idle or ray_system."""
+    if process.pid == driver_pid:
+        return "driver"
+    command = " ".join(process.cmdline())
+    if not command.startswith("ray::"):
+        return "ray_system"  # gcs_server, raylet, dashboard and log-monitor processes
+    if "IDLE" in command:
+        return "ray_idle"
+    if "EnvRunner" in command:
+        return "env_runners"
+    if "Learner" in command:
+        return "learners"
+    if "DashboardAgent" in command or "RuntimeEnvAgent" in command:
+        return "ray_system"
+    return "actors"
+
+
+ALGORITHM_ROLES = ("driver", "env_runners", "learners", "actors")
+
+
+class TreeMemory(threading.Thread):
+    """Samples the RSS of this process and all its descendants every `interval` seconds and
+    keeps the peaks: of the whole tree, of the algorithm's processes (`ALGORITHM_ROLES`), and
+    of each role. Uses psutil (Ray vendors it; `import ray` puts it on the path)."""
+
+    def __init__(self, interval: float = 0.25):
+        super().__init__(daemon=True)
+        import psutil
+        import ray  # noqa: F401  (ray/thirdparty_files holds psutil)
+
+        self._psutil = psutil
+        self.interval = interval
+        self.peak_all = 0
+        self.peak_algorithm = 0
+        self.peak_role: dict[str, int] = {}
+        self._stop_event = threading.Event()
+
+    def sample(self) -> None:
+        psutil = self._psutil
+        me = psutil.Process()
+        sums: dict[str, int] = {}
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                role = _role(process, me.pid)
+                rss = process.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            sums[role] = sums.get(role, 0) + rss
+        self.peak_all = max(self.peak_all, sum(sums.values()))
+        self.peak_algorithm = max(
+            self.peak_algorithm, sum(sums.get(role, 0) for role in ALGORITHM_ROLES)
+        )
+        for role, value in sums.items():
+            self.peak_role[role] = max(self.peak_role.get(role, 0), value)
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+        self.sample()
+
+
+def _mb(n_bytes: int) -> float:
+    return round(n_bytes / 2**20, 1)
+
+
+# --- phase timers ----------------------------------------------------------------------------
+
+
+class PhaseTimer:
+    """Accumulates the seconds an algorithm spends sampling and learning.
+
+    Wraps `synchronous_parallel_sample` in the module that defines the algorithm's
+    `training_step` (RLlib's PPO and our `HAAlgorithm` both call it once per iteration) and the
+    algorithm's `learner_group.update`. `sample_source` says whether the wrap took ("wrapped")
+    or the algorithm samples some other way ("result timer": the caller falls back on the
+    result's `timers/env_runner_sampling_timer`).
+    """
+
+    def __init__(self, algo: Any):
+        self.sample_s = 0.0
+        self.learn_s = 0.0
+        self._undo: list[Callable[[], None]] = []
+        module = sys.modules[type(algo).training_step.__module__]
+        original_sample = getattr(module, "synchronous_parallel_sample", None)
+        self.sample_source = "wrapped" if original_sample is not None else "result timer"
+        if original_sample is not None:
+            module.synchronous_parallel_sample = self._timed(original_sample, "sample_s")
+            self._undo.append(
+                lambda: setattr(module, "synchronous_parallel_sample", original_sample)
+            )
+        group = algo.learner_group
+        group.update = self._timed(group.update, "learn_s")
+        self._undo.append(lambda: vars(group).pop("update", None))
+
+    def _timed(self, function: Callable[..., Any], field: str) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                setattr(self, field, getattr(self, field) + time.perf_counter() - start)
+
+        return timed
+
+    def reset(self) -> None:
+        self.sample_s = self.learn_s = 0.0
+
+    def restore(self) -> None:
+        for undo in self._undo:
+            undo()
+
+
+def _lifetime_env_steps(algo: Any) -> int:
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
+
+    return int(algo.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0))
+
+
+# --- one algorithm ---------------------------------------------------------------------------
+
+
+def measure_algorithm(
+    name: str,
+    overrides: dict[str, Any],
+    *,
+    warmup: int,
+    iterations: int,
+    mem_interval: float,
+) -> dict[str, Any]:
+    """Builds `name`'s config, trains `warmup` + `iterations` iterations and returns the
+    timed iterations' figures and the peak memory (needs Ray initialised)."""
+    from ray.rllib.utils.metrics import ENV_RUNNER_SAMPLING_TIMER, TIMERS
+
+    memory = TreeMemory(mem_interval)
+    memory.start()
+    config = algorithm_config(name, {**overrides, **NO_EVALUATION})
+    start = time.perf_counter()
+    algo = config.build_algo()
+    build_s = time.perf_counter() - start
+    try:
+        timer = PhaseTimer(algo)
+        for _ in range(warmup):
+            algo.train()
+        timer.reset()
+        steps_before = _lifetime_env_steps(algo)
+        iteration_s, result_sample_s = 0.0, 0.0
+        for _ in range(iterations):
+            start = time.perf_counter()
+            result = algo.train()
+            iteration_s += time.perf_counter() - start
+            result_sample_s += float(result.get(TIMERS, {}).get(ENV_RUNNER_SAMPLING_TIMER, 0.0))
+        steps = _lifetime_env_steps(algo) - steps_before
+        timer.restore()
+        memory.stop()
+    finally:
+        algo.stop()
+    sample_s = timer.sample_s if timer.sample_source == "wrapped" else result_sample_s
+    return {
+        "section": "algorithm",
+        "name": name,
+        "num_env_runners": config.num_env_runners,
+        "num_envs_per_env_runner": config.num_envs_per_env_runner,
+        "env_steps": steps,
+        "seconds": round(iteration_s, 2),
+        "env_steps_per_s": round(steps / iteration_s, 1),
+        "iteration_s": round(iteration_s / iterations, 2),
+        "sample_env_steps_per_s": round(steps / sample_s, 1) if sample_s else "",
+        "learn_s_per_iteration": round(timer.learn_s / iterations, 2),
+        "peak_rss_algorithm_mb": _mb(memory.peak_algorithm),
+        "peak_rss_all_mb": _mb(memory.peak_all),
+        "peak_rss_driver_mb": _mb(memory.peak_role.get("driver", 0)),
+        "peak_rss_env_runners_mb": _mb(memory.peak_role.get("env_runners", 0)),
+        "build_s": round(build_s, 1),
+        "timing": f"{warmup} warm-up + {iterations} timed iterations; sampling: "
+        f"{timer.sample_source}",
+    }
+
+
+# --- sampling scaling ------------------------------------------------------------------------
+
+
+def measure_sampling(
+    runners: int, envs: int, overrides: dict[str, Any], *, repeats: int
+) -> dict[str, Any]:
+    """HATRPO's EnvRunners sampling one train batch per call, `repeats` timed calls after one
+    warm-up (needs Ray initialised with at least `runners` CPUs)."""
+    from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
+
+    base = algorithm_config(REFERENCE, {**overrides, **NO_EVALUATION})
+    batch = int(base.train_batch_size_per_learner)
+    config = algorithm_config(
+        REFERENCE,
+        {
+            **overrides,
+            **NO_EVALUATION,
+            "env_runners.num_env_runners": runners,
+            "env_runners.num_envs_per_env_runner": envs,
+            "env_runners.rollout_fragment_length": max(1, batch // (max(runners, 1) * envs)),
+        },
+    )
+    algo = config.build_algo()
+
+    def sample() -> int:
+        episodes = synchronous_parallel_sample(
+            worker_set=algo.env_runner_group,
+            max_env_steps=batch,
+            sample_timeout_s=config.sample_timeout_s,
+            _uses_new_env_runners=True,
+        )
+        return sum(episode.env_steps() for episode in episodes)
+
+    try:
+        sample()
+        start = time.perf_counter()
+        steps = sum(sample() for _ in range(repeats))
+        seconds = time.perf_counter() - start
+    finally:
+        algo.stop()
+    return {
+        "section": "scaling",
+        "name": f"{REFERENCE} sampling",
+        "num_env_runners": runners,
+        "num_envs_per_env_runner": envs,
+        "env_steps": steps,
+        "seconds": round(seconds, 2),
+        "env_steps_per_s": round(steps / seconds, 1),
+        "timing": f"1 warm-up + {repeats} timed calls of synchronous_parallel_sample "
+        f"({batch} env steps each)",
+    }
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int) -> Iterator[None]:
+    """A Ray of this process's own (never an already running cluster); a Ray this process
+    already runs is used as it is."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def job_cpus(job: dict[str, Any]) -> int:
+    """The CPUs a job's local Ray offers: `num_cpus`, or more for more EnvRunners."""
+    return max(job["num_cpus"], *job.get("runners", [1]))
+
+
+def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Runs one job (`{"kind": "algorithm" | "scaling", ...}`) in this process, in a local Ray."""
+    if job.get("torch_threads"):
+        import torch
+
+        torch.set_num_threads(job["torch_threads"])
+    with local_ray(job_cpus(job)):
+        if job["kind"] == "algorithm":
+            return [
+                measure_algorithm(
+                    job["name"],
+                    job["overrides"],
+                    warmup=job["warmup"],
+                    iterations=job["iterations"],
+                    mem_interval=job["mem_interval"],
+                )
+            ]
+        return [
+            measure_sampling(r, e, job["overrides"], repeats=job["repeats"])
+            for r in job["runners"]
+            for e in job["envs"]
+        ]
+
+
+RESULT_PREFIX = "THROUGHPUT_RESULT "
+
+
+def run_job_isolated(job: dict[str, Any], log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Runs `run_job(job)` in a fresh Python process (its own Ray, its own memory)."""
+    process = subprocess.run(
+        [sys.executable, __file__, "--job", json.dumps(job)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    lines = [ln for ln in process.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
+    if process.returncode != 0 or not lines:
+        log(process.stderr[-4000:])
+        raise RuntimeError(f"job {job['kind']} {job.get('name', '')} failed ({process.returncode})")
+    return json.loads(lines[-1][len(RESULT_PREFIX) :])
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Whole-loop throughput and memory relative to PPO; sampling relative to the raw
+    simulator rate times the number of EnvRunners (sampling in the driver counts as one)."""
+    raw = next((r["env_steps_per_s"] for r in rows if r["name"] == RAW_SIMULATOR), None)
+    ppo = next((r for r in rows if r["section"] == "algorithm" and r["name"] == PPO_BASELINE), None)
+    for row in rows:
+        runners = max(int(row.get("num_env_runners") or 0), 1)
+        rate = row.get("sample_env_steps_per_s") or (
+            row["env_steps_per_s"] if row["section"] == "scaling" else None
+        )
+        if raw and rate:
+            row["sample_vs_raw_per_runner"] = round(rate / (raw * runners), 3)
+        if row["section"] == "algorithm" and ppo:
+            row["whole_vs_ppo"] = round(row["env_steps_per_s"] / ppo["env_steps_per_s"], 2)
+            row["memory_vs_ppo"] = round(
+                row["peak_rss_algorithm_mb"] / ppo["peak_rss_algorithm_mb"], 2
+            )
+
+
+def _fmt(value: Any, spec: str = ",.0f") -> str:
+    return "–" if value in ("", None) else format(value, spec)
+
+
+def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """The tables, the targets and the measuring conditions as markdown."""
+    out = [
+        f"Measured {meta['date']} on {meta['machine']}; commit {meta['commit']}; "
+        f"{meta['versions']}.",
+        f"Load average (1 min) before / after: {meta['load_before']} / {meta['load_after']} "
+        f"({meta['note']}).",
+        "",
+        "| simulator, random actions, one core | env steps/s |",
+        "|---|---:|",
+    ]
+    out += [
+        f"| {r['name']} | {_fmt(r['env_steps_per_s'])} |"
+        for r in rows
+        if r["section"] == "simulator"
+    ]
+    out += [
+        "",
+        "| algorithm | runners × envs | whole loop env steps/s | × PPO | sampling env steps/s "
+        "| sampling / raw sim per runner | learning s/iter | iteration s | peak RSS algorithm MB "
+        "| peak RSS all MB | memory × PPO |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r["section"] != "algorithm":
+            continue
+        out.append(
+            f"| {r['name']} | {r['num_env_runners']} × {r['num_envs_per_env_runner']} "
+            f"| {_fmt(r['env_steps_per_s'])} | {_fmt(r.get('whole_vs_ppo'), '.2f')} "
+            f"| {_fmt(r.get('sample_env_steps_per_s'))} "
+            f"| {_fmt(r.get('sample_vs_raw_per_runner'), '.0%')} "
+            f"| {_fmt(r['learn_s_per_iteration'], '.2f')} | {_fmt(r['iteration_s'], '.2f')} "
+            f"| {_fmt(r['peak_rss_algorithm_mb'])} | {_fmt(r['peak_rss_all_mb'])} "
+            f"| {_fmt(r.get('memory_vs_ppo'), '.2f')} |"
+        )
+    out += [
+        "",
+        "| HATRPO sampling: EnvRunners × envs each | env steps/s | per EnvRunner "
+        "| / raw sim per EnvRunner |",
+        "|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        if r["section"] == "scaling":
+            runners = max(int(r["num_env_runners"]), 1)
+            out.append(
+                f"| {r['num_env_runners']} × {r['num_envs_per_env_runner']} "
+                f"| {_fmt(r['env_steps_per_s'])} | {_fmt(r['env_steps_per_s'] / runners)} "
+                f"| {_fmt(r.get('sample_vs_raw_per_runner'), '.0%')} |"
+            )
+    out += ["", *targets(rows)]
+    return "\n".join(out)
+
+
+def targets(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The issue's speed targets, each with its measured value and met / not met."""
+    algos = {r["name"]: r for r in rows if r["section"] == "algorithm"}
+    hatrpo, ppo = algos.get(REFERENCE), algos.get(PPO_BASELINE)
+    if not (hatrpo and ppo):
+        return ["Targets: need both HATRPO and PPO rows."]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    whole = hatrpo.get("whole_vs_ppo") or 0.0
+    sampling = hatrpo.get("sample_vs_raw_per_runner") or 0.0
+    memory = hatrpo.get("memory_vs_ppo") or 0.0
+    return [
+        "Targets (issue 6; reported, not asserted):",
+        "",
+        f"* whole-loop HATRPO ≥ 3× PPO: {whole:.2f}× — {verdict(whole >= 3)}",
+        f"* HATRPO sampling ≥ 50% of the raw simulator rate per EnvRunner core: "
+        f"{sampling:.0%} — {verdict(sampling >= 0.5)}",
+        f"* HATRPO peak memory (algorithm processes) ≤ PPO's: {memory:.2f}× — "
+        f"{verdict(0 < memory <= 1)}",
+    ]
+
+
+def machine_meta(note: str) -> dict[str, Any]:
+    import mujoco
+    import ray
+    import torch
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT
+    ).stdout.strip()
+    return {
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()} Linux, {os.cpu_count()} CPUs",
+        "commit": commit or "unknown",
+        "versions": f"Python {platform.python_version()}, Ray {ray.__version__}, torch "
+        f"{torch.__version__}, mujoco {mujoco.__version__}",
+        "note": note,
+    }
+
+
+def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out_dir: Path) -> str:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "throughput.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    text = markdown(rows, meta)
+    (out_dir / "throughput.md").write_text(text + "\n")
+    return text
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--algos", nargs="+", choices=ALGORITHMS, help="default: all (smoke: not PPO-default)"
+    )
+    parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
+    parser.add_argument("--iterations", type=int, default=3, help="timed iterations")
+    parser.add_argument("--sim-steps", type=int, default=20_000)
+    parser.add_argument("--scaling-runners", nargs="*", type=int, default=[1, 2])
+    parser.add_argument("--scaling-envs", nargs="*", type=int, default=[1, 10, 20])
+    parser.add_argument("--scaling-repeats", type=int, default=2)
+    parser.add_argument("--mem-interval", type=float, default=0.5, help="seconds")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        help="torch.set_num_threads in each measuring process (default: torch's own, one per\n"
+        "core); 1 avoids torch's thread pool stalling when other processes load the cores",
+    )
+    parser.add_argument("--num-cpus", type=int, default=2, help="CPUs each local Ray offers")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--note", default="", help="what else ran on the machine (goes into the report)"
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="one process and one Ray for all measurements (memory figures then overlap)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds: tiny batch and networks, 1+1 iterations, sampling in the driver with\n"
+        "1 and 2 envs, all in one process",
+    )
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.warmup, args.iterations, args.sim_steps = 1, 1, 300
+        args.scaling_runners, args.scaling_envs, args.scaling_repeats = [0], [1, 2], 1
+        args.in_process = True
+        args.algos = args.algos or [a for a in ALGORITHMS if a != PPO_DEFAULTS]
+    args.algos = args.algos or list(ALGORITHMS)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.job:
+        print(RESULT_PREFIX + json.dumps(run_job(json.loads(args.job))), flush=True)
+        return 0
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    overrides = dict(SMOKE_OVERRIDES) if args.smoke else {}
+    load_before = round(os.getloadavg()[0], 2)
+    log(f"raw simulator, {args.sim_steps:,} steps each")
+    rows = simulator_rates(args.sim_steps)
+    jobs: list[dict[str, Any]] = [
+        {
+            "kind": "algorithm",
+            "name": name,
+            "overrides": overrides,
+            "warmup": args.warmup,
+            "iterations": args.iterations,
+            "mem_interval": args.mem_interval,
+            "num_cpus": args.num_cpus,
+            "torch_threads": args.torch_threads,
+        }
+        for name in args.algos
+    ]
+    if args.scaling_runners and args.scaling_envs:
+        scaling_overrides = {k: v for k, v in overrides.items() if not k.startswith("env_runners.")}
+        jobs.append(
+            {
+                "kind": "scaling",
+                "runners": args.scaling_runners,
+                "envs": args.scaling_envs,
+                "repeats": args.scaling_repeats,
+                "overrides": scaling_overrides,
+                "num_cpus": args.num_cpus,
+                "torch_threads": args.torch_threads,
+            }
+        )
+    runner = run_job if args.in_process else functools.partial(run_job_isolated, log=log)
+    with local_ray(max(map(job_cpus, jobs))) if args.in_process else contextlib.nullcontext():
+        for job in jobs:
+            log(f"{job['kind']} {job.get('name', '')}".strip())
+            rows += runner(job)
+    add_ratios(rows)
+    note = args.note or ("smoke run" if args.smoke else "no note")
+    threads = args.torch_threads or "torch's default"
+    meta = machine_meta(f"{note}; torch threads in the driver: {threads}")
+    meta["load_before"], meta["load_after"] = load_before, round(os.getloadavg()[0], 2)
+    print(write_outputs(rows, meta, args.out_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

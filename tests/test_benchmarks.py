@@ -1,0 +1,140 @@
+"""The benchmark scripts' code (not their figures): each `--smoke` mode runs end to end in a
+subprocess and writes the files with the expected rows and columns; the pure helpers (tables,
+ratios, profile summary) are checked on hand-made data."""
+
+from __future__ import annotations
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import learning  # noqa: E402
+import profile_sampling  # noqa: E402
+import throughput  # noqa: E402
+
+SMOKE_ALGOS = ("HATRPO", "HAPPO", "PPO")
+
+
+def run_script(name: str, out_dir: Path) -> str:
+    process = subprocess.run(
+        [sys.executable, str(BENCHMARKS / name), "--smoke", "--out-dir", str(out_dir)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert process.returncode == 0, process.stderr[-4000:]
+    return process.stdout
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_learning_smoke_writes_curves_plot_and_table(tmp_path):
+    stdout = run_script("learning.py", tmp_path)
+    rows = read_csv(tmp_path / "learning.csv")
+    assert set(learning.CSV_FIELDS) <= set(rows[0])
+    assert {"algo", "seed", "env_steps", "eval_return"} <= set(rows[0])
+    for algo in SMOKE_ALGOS:
+        mine = [r for r in rows if r["algo"] == algo]
+        # an evaluation before training and one at the end (400 env steps)
+        assert [int(r["env_steps"]) for r in mine] == [0, 400], algo
+        assert all(math.isfinite(float(r["eval_return"])) for r in mine)
+        assert all(int(r["eval_episodes"]) == 1 for r in mine)
+        assert (tmp_path / "learning" / f"{algo}_seed0.csv").exists()
+        assert (tmp_path / "learning" / "checkpoints" / f"{algo}_seed0").is_dir()
+    png = tmp_path / "learning.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (tmp_path / "learning.md").read_text()
+    assert table.count("| complete |") == len(SMOKE_ALGOS)
+    assert "| algorithm | seeds | env steps |" in stdout
+
+
+def test_throughput_smoke_writes_tables(tmp_path):
+    stdout = run_script("throughput.py", tmp_path)
+    rows = read_csv(tmp_path / "throughput.csv")
+    assert list(rows[0]) == throughput.CSV_FIELDS
+    simulators = [r for r in rows if r["section"] == "simulator"]
+    assert throughput.RAW_SIMULATOR in {r["name"] for r in simulators}
+    assert len(simulators) == 3 and all(float(r["env_steps_per_s"]) > 0 for r in simulators)
+    algos = {r["name"]: r for r in rows if r["section"] == "algorithm"}
+    assert set(algos) == set(SMOKE_ALGOS)
+    for row in algos.values():
+        assert int(row["env_steps"]) == 200  # one timed iteration of the smoke batch
+        for key in ("env_steps_per_s", "sample_env_steps_per_s", "peak_rss_algorithm_mb"):
+            assert float(row[key]) > 0, key
+        assert float(row["peak_rss_all_mb"]) >= float(row["peak_rss_algorithm_mb"])
+        assert "sampling: wrapped" in row["timing"]
+    assert float(algos["PPO"]["whole_vs_ppo"]) == 1.0
+    scaling = [r for r in rows if r["section"] == "scaling"]
+    assert [(r["num_env_runners"], r["num_envs_per_env_runner"]) for r in scaling] == [
+        ("0", "1"),
+        ("0", "2"),
+    ]
+    assert all(float(r["sample_vs_raw_per_runner"]) > 0 for r in scaling)
+    markdown = (tmp_path / "throughput.md").read_text()
+    assert "Targets (issue 6" in markdown and "whole-loop HATRPO ≥ 3× PPO" in stdout
+
+
+def test_learning_table_lists_pending_algorithms_and_seed_spread():
+    rows = [
+        {"algo": "PPO", "seed": s, "env_steps": n, "eval_return": r, "target_env_steps": 100}
+        for s, n, r in (("0", "0", "1"), ("0", "100", "10"), ("1", "0", "2"), ("1", "100", "20"))
+    ]
+    table = learning.summary_table(rows, expected=("HATRPO", "PPO"))
+    assert "| HATRPO | – | – | – | – | pending | 5,400 |" in table
+    assert "| PPO | 0, 1 | 100 | 15.0 ± 7.1 | 20.0 | complete | – |" in table
+
+
+def test_throughput_ratios():
+    rows = [
+        {"section": "simulator", "name": throughput.RAW_SIMULATOR, "env_steps_per_s": 1000.0},
+        {
+            "section": "algorithm",
+            "name": "PPO",
+            "num_env_runners": 1,
+            "env_steps_per_s": 100.0,
+            "sample_env_steps_per_s": 400.0,
+            "peak_rss_algorithm_mb": 1000.0,
+        },
+        {
+            "section": "algorithm",
+            "name": "HATRPO",
+            "num_env_runners": 1,
+            "env_steps_per_s": 350.0,
+            "sample_env_steps_per_s": 600.0,
+            "peak_rss_algorithm_mb": 800.0,
+        },
+        {"section": "scaling", "num_env_runners": 2, "env_steps_per_s": 1200.0},
+    ]
+    throughput.add_ratios(rows)
+    assert rows[2]["whole_vs_ppo"] == 3.5 and rows[2]["memory_vs_ppo"] == 0.8
+    assert rows[2]["sample_vs_raw_per_runner"] == 0.6
+    assert rows[3]["sample_vs_raw_per_runner"] == 0.6
+    assert [line.split(" — ")[-1] for line in throughput.targets(rows)[2:]] == ["met"] * 3
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_profile_summary_counts_self_and_inclusive_time(local):
+    prefix = "process 1:python;" if local else ""
+    raw = "\n".join(
+        [
+            f"{prefix}thread (0x1);run (a.py:1);step (site-packages/mujoco/x.py:5) 30",
+            f"{prefix}thread (0x1);run (a.py:2);forward (site-packages/torch/nn.py:9) 10",
+        ]
+    )
+    text = profile_sampling.summarize(raw, top=5)
+    assert "40 samples" in text
+    assert " 75.0%  MuJoCo and the mamujoco_v1 wrapper" in text
+    assert " 75.0%  step (mujoco/x.py)" in text
+    assert "100.0%  run (a.py)" in text  # inclusive: both stacks pass through run
