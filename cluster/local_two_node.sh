@@ -10,6 +10,9 @@
 #   cluster/local_two_node.sh up      start the cluster and leave it running; prints the
 #                                     addresses and writes them to $LOCAL_CLUSTER_DIR/env
 #   cluster/local_two_node.sh down    stop the cluster of $LOCAL_CLUSTER_DIR
+#   cluster/local_two_node.sh sampler-down   kill the sampler node (all its processes at once,
+#                                     as when a machine is lost); the head node stays
+#   cluster/local_two_node.sh sampler-up     start a new sampler node in the cluster
 #
 # Every port is a free one picked at start, every address a loopback one (nodes 127.0.0.2 and
 # 127.0.0.3, dashboard and job server 127.0.0.1); the cluster has its own temp dirs and auth
@@ -70,18 +73,51 @@ wait_gcs() {  # HOST PORT LOG PID: until the head's GCS accepts connections (the
     done
 }
 
+COMMON_START=(--num-cpus=1 --min-worker-port=0 --max-worker-port=0
+    --runtime-env-agent-port=0 --disable-usage-stats --block)
+
+start_sampler() {  # GCS_ADDRESS: a node offering `sampler`, joining the cluster (not waited for)
+    local agent grpc metrics
+    read -r agent grpc metrics < <(free_ports 3)
+    [[ -n "$metrics" ]] || return 1
+    # A temp dir of its own, as on a machine of its own: nodes sharing one would share the
+    # unpacked working_dir of a job, and the second node's unpacking replaces the directory
+    # under the driver's feet (os.getcwd() then fails in the driver).
+    setsid "$RAY" start --address="$1" --node-ip-address="$SAMPLER_IP" \
+        --resources='{"sampler": 1}' \
+        --dashboard-agent-listen-port="$agent" --dashboard-agent-grpc-port="$grpc" \
+        --metrics-export-port="$metrics" --temp-dir="$DIR/sampler" "${COMMON_START[@]}" \
+        >"$DIR/sampler.log" 2>&1 &
+    echo $! >"$DIR/sampler.pgid"
+    disown
+}
+
+node_ids() {  # DASHBOARD [OLD_SAMPLER_ID]: "HEAD_ID SAMPLER_ID" of alive nodes, once both are
+    local ids deadline=$((SECONDS + START_TIMEOUT_S))  # registered (a sampler node other
+    while :; do                                         # than OLD_SAMPLER_ID)
+        ids="$("$RAY" list nodes --address "$1" --format json 2>/dev/null | "$PYTHON" -c '
+import json, sys
+nodes = [n for n in json.load(sys.stdin) if n["state"] == "ALIVE"]
+head = [n["node_id"] for n in nodes if n["is_head_node"]]
+sampler = [n["node_id"] for n in nodes
+           if n["resources_total"].get("sampler", 0) > 0 and n["node_id"] != sys.argv[1]]
+print(head[0], sampler[0])' "${2:-}" 2>/dev/null || true)"
+        if [[ -n "$ids" ]]; then echo "$ids"; return 0; fi
+        if ((SECONDS > deadline)); then log "the nodes did not register"; return 1; fi
+        sleep 0.5
+    done
+}
+
 up() {
     DIR="${LOCAL_CLUSTER_DIR:-$(mktemp -d /tmp/rhc.XXXXXX)}"
     mkdir -p "$DIR/tmp"
     local t0=$SECONDS
-    local gcs dash client agent_h agent_w grpc_h grpc_w metrics_h metrics_w
-    read -r gcs dash client agent_h agent_w grpc_h grpc_w metrics_h metrics_w < <(free_ports 9)
-    [[ -n "$metrics_w" ]] || return 1
+    local gcs dash client agent_h grpc_h metrics_h
+    read -r gcs dash client agent_h grpc_h metrics_h < <(free_ports 6)
+    [[ -n "$metrics_h" ]] || return 1
     export RAY_TMPDIR="$DIR/tmp" RAY_AUTH_MODE=token RAY_USAGE_STATS_ENABLED=0
     export RAY_AUTH_TOKEN="${RAY_AUTH_TOKEN:-$("$PYTHON" -c 'import secrets; print(secrets.token_hex(32))')}"
     unset RAY_ADDRESS
-    local common=(--num-cpus=1 --min-worker-port=0 --max-worker-port=0
-        --runtime-env-agent-port=0 --disable-usage-stats --block)
 
     # Node addresses on the loopback network: Ray replaces 127.0.0.1 itself by the machine's
     # routable IP, but not other 127.x addresses. (Ray's core gRPC servers still listen on all
@@ -91,39 +127,19 @@ up() {
         --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port="$dash" \
         --ray-client-server-port="$client" --dashboard-agent-listen-port="$agent_h" \
         --dashboard-agent-grpc-port="$grpc_h" --metrics-export-port="$metrics_h" \
-        --temp-dir="$DIR/head" "${common[@]}" >"$DIR/head.log" 2>&1 &
+        --temp-dir="$DIR/head" "${COMMON_START[@]}" >"$DIR/head.log" 2>&1 &
     echo $! >"$DIR/head.pgid"
     disown  # `down` ends it; no "Killed" notice from this shell
     wait_gcs "$HEAD_IP" "$gcs" "$DIR/head.log" "$(cat "$DIR/head.pgid")" || return 1
 
-    # A temp dir of its own, as on a machine of its own: nodes sharing one would share the
-    # unpacked working_dir of a job, and the second node's unpacking replaces the directory
-    # under the driver's feet (os.getcwd() then fails in the driver).
-    setsid "$RAY" start --address="$HEAD_IP:$gcs" --node-ip-address="$SAMPLER_IP" \
-        --resources='{"sampler": 1}' \
-        --dashboard-agent-listen-port="$agent_w" --dashboard-agent-grpc-port="$grpc_w" \
-        --metrics-export-port="$metrics_w" --temp-dir="$DIR/sampler" "${common[@]}" \
-        >"$DIR/sampler.log" 2>&1 &
-    echo $! >"$DIR/sampler.pgid"
-    disown
+    start_sampler "$HEAD_IP:$gcs" || return 1
     wait_started "$DIR/head.log" "$(cat "$DIR/head.pgid")" || return 1
     wait_started "$DIR/sampler.log" "$(cat "$DIR/sampler.pgid")" || return 1
 
     # Both nodes registered; their ids (to check where EnvRunners ran).
-    local ids head_node sampler_node deadline=$((SECONDS + START_TIMEOUT_S))
-    while :; do
-        ids="$("$RAY" list nodes --address "http://127.0.0.1:$dash" --format json 2>/dev/null \
-            | "$PYTHON" -c '
-import json, sys
-nodes = [n for n in json.load(sys.stdin) if n["state"] == "ALIVE"]
-head = [n["node_id"] for n in nodes if n["is_head_node"]]
-sampler = [n["node_id"] for n in nodes if n["resources_total"].get("sampler", 0) > 0]
-print(head[0], sampler[0])' 2>/dev/null || true)"
-        read -r head_node sampler_node <<<"$ids" || true
-        [[ -n "${sampler_node:-}" ]] && break
-        if ((SECONDS > deadline)); then log "the nodes did not register"; return 1; fi
-        sleep 0.5
-    done
+    local head_node sampler_node
+    read -r head_node sampler_node < <(node_ids "http://127.0.0.1:$dash") || return 1
+    [[ -n "${sampler_node:-}" ]] || return 1
     cat >"$DIR/env" <<EOF
 export RAY_TMPDIR='$RAY_TMPDIR'
 export RAY_AUTH_MODE=token
@@ -138,6 +154,33 @@ EOF
     log "use it with:  source $DIR/env"
     log '  ray job submit --address "$RAY_DASHBOARD_ADDRESS" --working-dir . -- rllib-hatrpo ...'
     log "stop it with: LOCAL_CLUSTER_DIR=$DIR $0 down"
+}
+
+sampler_down() {  # the sampler node lost as a machine is: SIGKILL to all its processes at once
+    DIR="${LOCAL_CLUSTER_DIR:?set LOCAL_CLUSTER_DIR to the directory of the cluster}"
+    [[ -f "$DIR/sampler.pgid" ]] || { log "no sampler node"; return 1; }
+    local t0=$SECONDS g deadline
+    g="$(cat "$DIR/sampler.pgid")"
+    kill -KILL -- "-$g" 2>/dev/null || true
+    deadline=$((SECONDS + 10))
+    while alive "$g" && ((SECONDS < deadline)); do sleep 0.2; done
+    rm -f "$DIR/sampler.pgid"
+    log "sampler node killed in $((SECONDS - t0)) s"
+}
+
+sampler_up() {  # a new sampler node for the cluster of $LOCAL_CLUSTER_DIR
+    DIR="${LOCAL_CLUSTER_DIR:?set LOCAL_CLUSTER_DIR to the directory of the cluster}"
+    # shellcheck disable=SC1091
+    source "$DIR/env"
+    unset RAY_ADDRESS
+    local t0=$SECONDS head_node sampler_node
+    start_sampler "$RAY_GCS_ADDRESS" || return 1
+    wait_started "$DIR/sampler.log" "$(cat "$DIR/sampler.pgid")" || return 1
+    read -r head_node sampler_node < <(node_ids "$RAY_DASHBOARD_ADDRESS" "$SAMPLER_NODE_ID") \
+        || return 1
+    [[ -n "${sampler_node:-}" ]] || return 1
+    sed -i "s/^export SAMPLER_NODE_ID=.*/export SAMPLER_NODE_ID='$sampler_node'/" "$DIR/env"
+    log "sampler node $sampler_node up in $((SECONDS - t0)) s"
 }
 
 alive() {  # PGID...: whether a process (not a zombie) of these process groups is left
@@ -206,6 +249,8 @@ for actor in json.load(sys.stdin):
 case "${1:-}" in
     up) up || { down; exit 1; } ;;
     down) down ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sampler-down) sampler_down ;;
+    sampler-up) sampler_up ;;
+    -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) demo "$@" ;;
 esac

@@ -5,6 +5,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from local_cluster import local_cluster  # noqa: E402, F401  (the two-node cluster fixture)
+
 
 @pytest.fixture(scope="session")
 def ray_session():

@@ -14,33 +14,34 @@ in subprocesses with its own temp dirs, ports and auth token: this process never
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
 import shlex
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from local_cluster import (
+    CLUSTER,
+    REPO,
+    SAMPLER,
+    SCRIPT,
+    cli_command,
+    job_logs,
+    job_record,
+    ray_cli,
+    submit,
+)
 
 from rllib_hatrpo import HATRPOConfig, cli
 from rllib_hatrpo.cluster_check import _launcher_capacity, actor_demands, check_cluster_resources
 
-REPO = Path(__file__).resolve().parents[1]
-CLUSTER = REPO / "cluster"
-SCRIPT = CLUSTER / "local_two_node.sh"
-BIN = Path(sys.executable).parent
 LAUNCHER_CONFIGS = ["aws.yaml", "gcp.yaml"]
-SAMPLER = "sampler"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,116 +290,6 @@ def test_resource_check_can_be_switched_off(monkeypatch):
 # A two-node cluster on this machine
 
 
-@dataclasses.dataclass
-class LocalCluster:
-    state: Path
-    env: dict[str, str]  # for `ray` commands: the cluster's temp dir and auth token
-    dashboard: str
-    sampler_node: str
-    head_node: str
-    start_s: float
-
-
-def _clean_env() -> dict[str, str]:
-    """This process's environment without Ray's variables (a `ray_session` may have set
-    RAY_ADDRESS), with this interpreter's bin/ first on PATH (the nodes' workers use it)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def _read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        values[key] = value.strip("'")
-    return values
-
-
-def _kill_groups(state: Path) -> None:
-    """Last resort: SIGKILL the process groups the script recorded (by id, nothing else)."""
-    for name in ("sampler.pgid", "head.pgid"):
-        path = state / name
-        if path.exists():
-            try:
-                os.killpg(int(path.read_text()), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError, ValueError):
-                pass
-
-
-@pytest.fixture(scope="module")
-def local_cluster():
-    if shutil.which("setsid") is None or not (BIN / "ray").exists():
-        pytest.skip("needs setsid and the `ray` command next to this Python")
-    # A short path: Ray's socket paths under it must stay below 108 characters.
-    state = Path(tempfile.mkdtemp(prefix="rhc.", dir="/tmp"))
-    env = {**_clean_env(), "LOCAL_CLUSTER_DIR": str(state), "RAY": str(BIN / "ray")}
-    try:
-        start = time.monotonic()
-        up = subprocess.run(
-            ["bash", str(SCRIPT), "up"], env=env, capture_output=True, text=True, timeout=240
-        )
-        start_s = time.monotonic() - start
-        assert up.returncode == 0, f"the cluster did not start:\n{up.stderr[-4000:]}"
-        values = _read_env_file(state / "env")
-        cluster = LocalCluster(
-            state=state,
-            env={**_clean_env(), **values},
-            dashboard=values["RAY_DASHBOARD_ADDRESS"],
-            sampler_node=values["SAMPLER_NODE_ID"],
-            head_node=values["HEAD_NODE_ID"],
-            start_s=start_s,
-        )
-        print(f"\nlocal two-node cluster up in {start_s:.1f} s")
-        yield cluster
-    finally:
-        try:
-            subprocess.run(["bash", str(SCRIPT), "down"], env=env, capture_output=True, timeout=60)
-        finally:
-            _kill_groups(state)
-            shutil.rmtree(state, ignore_errors=True)
-
-
-def _ray(cluster: LocalCluster, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN / "ray"), *args],
-        env=cluster.env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def _submit(
-    cluster: LocalCluster, job_id: str, entrypoint: list[str], working_dir: Path | None = None
-) -> tuple[subprocess.CompletedProcess, float]:
-    """`ray job submit` (waits for the end of the job); its result and wall time."""
-    args = ["job", "submit", "--address", cluster.dashboard, "--submission-id", job_id]
-    if working_dir is not None:
-        args += ["--working-dir", str(working_dir)]
-    start = time.monotonic()
-    done = _ray(cluster, *args, "--", *entrypoint, timeout=300)
-    return done, time.monotonic() - start
-
-
-def _job(cluster: LocalCluster, submission_id: str) -> dict[str, Any]:
-    """The job's record in Ray's state API: status, job_id, start_time, end_time, ..."""
-    out = _ray(cluster, "list", "jobs", "--address", cluster.dashboard, "--format", "json")
-    (job,) = [j for j in json.loads(out.stdout) if j["submission_id"] == submission_id]
-    return job
-
-
-def _job_logs(cluster: LocalCluster, job_id: str) -> str:
-    out = _ray(cluster, "job", "logs", "--address", cluster.dashboard, job_id)
-    return out.stdout + out.stderr
-
-
-def _cli() -> list[str]:
-    """The `rllib-hatrpo` command (or, before `pip install -e .` installed it, its module)."""
-    script = BIN / "rllib-hatrpo"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "rllib_hatrpo.cli"]
-
-
 TINY_EXPERIMENT = {
     "algorithm": "HATRPO",
     "env": "mamujoco",
@@ -415,11 +306,11 @@ def test_training_job_places_its_envrunner_on_the_sampler_node(local_cluster):
     experiment = local_cluster.state / "tiny.yaml"
     experiment.write_text(yaml.safe_dump(TINY_EXPERIMENT))
     run_dir = local_cluster.state / "run"
-    done, wall_s = _submit(
+    done, wall_s = submit(
         local_cluster,
         "train-tiny",
         [
-            *_cli(),
+            *cli_command(),
             "train",
             str(experiment),
             "--set",
@@ -431,11 +322,11 @@ def test_training_job_places_its_envrunner_on_the_sampler_node(local_cluster):
     )
     print(f"\ntraining job: {wall_s:.1f} s wall time")
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    job = _job(local_cluster, "train-tiny")
+    job = job_record(local_cluster, "train-tiny")
     assert job["status"] == "SUCCEEDED"
 
     actors = json.loads(
-        _ray(
+        ray_cli(
             local_cluster,
             "list",
             "actors",
@@ -464,13 +355,13 @@ def test_training_job_places_its_envrunner_on_the_sampler_node(local_cluster):
 
 
 def test_missing_experiment_file_fails_the_job_naming_the_path(local_cluster):
-    done, wall_s = _submit(
-        local_cluster, "missing-config", [*_cli(), "train", "does/not/exist.yaml"]
+    done, wall_s = submit(
+        local_cluster, "missing-config", [*cli_command(), "train", "does/not/exist.yaml"]
     )
     print(f"\nmissing-config job: {wall_s:.1f} s wall time")
     assert done.returncode != 0
-    assert _job(local_cluster, "missing-config")["status"] == "FAILED"
-    assert "does/not/exist.yaml" in _job_logs(local_cluster, "missing-config")
+    assert job_record(local_cluster, "missing-config")["status"] == "FAILED"
+    assert "does/not/exist.yaml" in job_logs(local_cluster, "missing-config")
 
 
 CHECK_IN_CLUSTER = textwrap.dedent(
@@ -496,15 +387,15 @@ CHECK_IN_CLUSTER = textwrap.dedent(
 def test_resource_check_in_the_cluster_fails_fast_naming_the_resource(local_cluster):
     experiment = local_cluster.state / "tiny.yaml"
     experiment.write_text(yaml.safe_dump(TINY_EXPERIMENT))
-    done, wall_s = _submit(
+    done, wall_s = submit(
         local_cluster,
         "too-many-samplers",
         [sys.executable, "-c", CHECK_IN_CLUSTER, str(experiment)],
     )
     print(f"\nresource-check job: {wall_s:.1f} s wall time")
-    logs = _job_logs(local_cluster, "too-many-samplers")
+    logs = job_logs(local_cluster, "too-many-samplers")
     assert done.returncode != 0
-    assert _job(local_cluster, "too-many-samplers")["status"] == "FAILED"
+    assert job_record(local_cluster, "too-many-samplers")["status"] == "FAILED"
     assert "1 EnvRunner fits" in logs
     assert "sampler: the config asks for 3 (3 EnvRunners x 1) but the cluster has 1" in logs
     assert "2 nodes, no autoscaler" in logs
