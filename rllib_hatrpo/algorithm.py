@@ -22,6 +22,7 @@ from ray.rllib.utils.metrics import (
 from ray.tune import Checkpoint
 
 from rllib_hatrpo.checkpointing import algorithm_identity, check_checkpoint_class, check_restorable
+from rllib_hatrpo.cluster_check import check_before_actors
 from rllib_hatrpo.data_parallel import shard_by_env_steps
 from rllib_hatrpo.sequential_update import AgentOrder
 
@@ -46,6 +47,8 @@ class HAAlgorithm(Algorithm):
 
     @override(Algorithm)
     def setup(self, config) -> None:
+        # Fail fast, naming the resource, where Ray would keep the actors pending forever.
+        check_before_actors(self.config)
         super().setup(config)
         # A generator of its own, so the order sequence depends on the seed alone.
         self.agent_order = AgentOrder(

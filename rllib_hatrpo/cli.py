@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from rllib_hatrpo.checkpointing import restore_path
+from rllib_hatrpo.cluster_check import ResourceError
 from rllib_hatrpo.experiment import Experiment, ExperimentError, load_experiment, parse_override
 from rllib_hatrpo.train import CHECKPOINT_DIR, progress_fraction, train
 
@@ -35,11 +36,12 @@ EXPERIMENT_YAML = "experiment.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs one subcommand; returns the exit status (2 for a bad experiment or config)."""
+    """Runs one subcommand; returns the exit status (2 for a bad experiment or config, or one
+    asking for resources the cluster can never provide)."""
     args = _parser().parse_args(argv)
     try:
         return args.command(args)
-    except (ExperimentError, FileNotFoundError) as err:
+    except (ExperimentError, FileNotFoundError, ResourceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -211,9 +213,10 @@ def _train_run(algo: Any, experiment: Experiment, run_dir: Path) -> None:
 def tune_command(args: argparse.Namespace) -> int:
     """`tune SEARCH.yaml`: Ray Tune over the file's search spaces; prints the best trial."""
     from rllib_hatrpo import tuning
+    from rllib_hatrpo.cluster_check import check_cluster_resources
 
     experiment = _load(args)
-    _check_config(experiment, args.config)
+    config = _check_config(experiment, args.config)
     run_dir = _new_run_dir(args)
     _save_experiment(experiment, run_dir)
     print(f"search directory: {run_dir.resolve()}", flush=True)
@@ -224,6 +227,9 @@ def tune_command(args: argparse.Namespace) -> int:
             where = os.environ.get("WANDB_DIR", f"{run_dir}/<trial>")
             print(f"wandb: offline runs in {where}/wandb (upload with `wandb sync`)")
     with ray_session():
+        # Each trial reserves its main process too; a trial that can never start would keep
+        # Tune waiting forever (Tune only warns), so stop here naming the resource.
+        check_cluster_resources(config, include_main_process=True)
         results = tuning.run_search(experiment, run_dir)
     try:
         best = tuning.best_trial(experiment, results)

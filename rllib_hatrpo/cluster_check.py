@@ -6,13 +6,16 @@ that no node can host pending forever (it only logs "infeasible" warnings), so a
 resource name, or more EnvRunners than the cluster has `sampler` slots, makes `build_algo()`
 hang. :func:`check_cluster_resources` compares what the config asks for with what the cluster
 has -- on an autoscaling cluster, with what it can have at its maximum size -- and raises a
-`ValueError` naming the resource:
+`ResourceError` (a ValueError) naming the resource:
 
     sampler: the config asks for 3 (3 EnvRunners x 1) but the cluster has 1 (2 nodes, no
     autoscaler) ...
 
-Call it once Ray is connected, before the algorithm creates its actors (see
-`check_cluster_resources`). Set `RLLIB_HATRPO_RESOURCE_CHECK=0` to skip it.
+`HAAlgorithm.setup` calls it (through :func:`check_before_actors`, which connects to Ray first
+the way RLlib would) before creating any actor, and `rllib-hatrpo tune` before starting trials;
+during training, :func:`check_one_env_runner_fits` tells a lost sampler node (wait for Ray to
+restart the EnvRunners elsewhere) from one the cluster can no longer host (stop with a message).
+Set `RLLIB_HATRPO_RESOURCE_CHECK=0` to skip both.
 """
 
 from __future__ import annotations
@@ -31,8 +34,13 @@ BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
 """Where the Ray cluster launcher (`ray up`) puts the cluster config on the head node."""
 
 _EPS = 1e-9
+_OFF = ("0", "false", "no", "off")
 _NODE_RESOURCE = re.compile(r"^node:|^accelerator_type:")
 _READONLY_NODE_TYPE = re.compile(r"^node_[0-9a-f]+$")
+
+
+class ResourceError(ValueError):
+    """A config asks for resources the Ray cluster can never provide (message names them)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,7 @@ def check_cluster_resources(
     *,
     include_main_process: bool = False,
 ) -> None:
-    """Raises a ValueError if the config asks for resources the cluster can never provide.
+    """Raises ResourceError if the config asks for resources the cluster can never provide.
 
     Two conditions, each necessary for Ray to ever place all of the config's actors: every
     actor's resources fit on one node (an EnvRunner asking for {"CPU": 1, "sampler": 1} needs a
@@ -145,32 +153,72 @@ def check_cluster_resources(
             it; use True before `Tuner.fit()`).
 
     Raises:
-        ValueError: Naming each resource that can never be provided, what the config asks
-            for and what the cluster has.
+        ResourceError: (a ValueError) naming each resource that can never be provided, what
+            the config asks for and what the cluster has.
     """
     demands = actor_demands(config, include_main_process=include_main_process)
     if not demands:
         return
-    if cluster is None:
-        if os.environ.get(SKIP_ENV_VAR, "1").strip().lower() in ("0", "false", "no", "off"):
-            return
-        capacity = cluster_capacity()
-        if capacity is None:
-            return
-    elif isinstance(cluster, Mapping):
-        capacity = Capacity([NodeKind("cluster", dict(cluster))], "the given resources")
-    else:
-        kinds = [NodeKind(f"node {i}", dict(node)) for i, node in enumerate(cluster)]
-        capacity = Capacity(kinds, f"{len(kinds)} given nodes")
+    capacity = _capacity(cluster)
+    if capacity is None:
+        return
     problems = _problems(demands, capacity)
     if problems:
-        raise ValueError(
+        raise ResourceError(
             "\n".join(problems)
             + "\nRay would wait forever for these actors. Lower the config's request "
             "(env_runners: num_env_runners, num_cpus_per_env_runner, "
             "custom_resources_per_env_runner; learners: ...) or give the cluster nodes with "
             f"these resources. (Skip this check with {SKIP_ENV_VAR}=0.)"
         )
+
+
+def check_before_actors(config: Any) -> None:
+    """`check_cluster_resources(config)` before an algorithm creates its Ray actors.
+
+    If the config asks for actors (remote EnvRunners or Learners) and Ray is not connected
+    yet, connects the way RLlib's first Ray call would (Ray's automatic `ray.init()`, which
+    honours `RAY_ADDRESS`; nothing if `RAY_ENABLE_AUTO_CONNECT=0`). A config without actors
+    is left alone: it never waits for a node.
+    """
+    if not actor_demands(config) or _skipped():
+        return
+    import ray
+    from ray._private.auto_init_hook import auto_init_ray
+
+    auto_init_ray()
+    if ray.is_initialized():
+        check_cluster_resources(config)
+
+
+def check_one_env_runner_fits(config: Any) -> None:
+    """Raises ResourceError unless a node of the connected cluster can host one EnvRunner.
+
+    While no EnvRunner is healthy, this tells "Ray is restarting them" (wait) from "no node
+    left has what an EnvRunner asks for, e.g. the only `sampler` node is gone" (Ray would keep
+    the restarted actors pending forever). Autoscaling clusters count at their maximum size.
+    """
+    demand = Demand("EnvRunner", _nonzero(_env_runner_bundle(config)))
+    capacity = _capacity(None) if demand.resources else None
+    if capacity is None:
+        return
+    problems = [p for p in _problems([demand], capacity) if "each EnvRunner" in p]
+    if problems:
+        raise ResourceError("\n".join(problems))
+
+
+def _skipped() -> bool:
+    return os.environ.get(SKIP_ENV_VAR, "1").strip().lower() in _OFF
+
+
+def _capacity(cluster: Mapping[str, float] | Sequence[Mapping[str, float]] | None) -> Any:
+    """`cluster` as a Capacity; None: the connected cluster's (None if unknown or skipped)."""
+    if cluster is None:
+        return None if _skipped() else cluster_capacity()
+    if isinstance(cluster, Mapping):
+        return Capacity([NodeKind("cluster", dict(cluster))], "the given resources")
+    kinds = [NodeKind(f"node {i}", dict(node)) for i, node in enumerate(cluster)]
+    return Capacity(kinds, f"{len(kinds)} given nodes")
 
 
 def cluster_capacity() -> Capacity | None:

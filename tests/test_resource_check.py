@@ -1,0 +1,121 @@
+"""A config asking for resources the cluster never has fails fast, naming the resource, where
+Ray would keep its actors pending forever: `build_algo()` (HAAlgorithm.setup checks before
+creating any actor, connecting to Ray first if needed), `rllib-hatrpo train` and `tune`.
+
+The local Ray of these tests (`ray_session`: 2 CPUs) has no `sampler` resource.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from local_cluster import clean_env
+
+from rllib_hatrpo import HATRPOConfig, cli
+from rllib_hatrpo.cluster_check import ResourceError, check_one_env_runner_fits
+
+MISSING = "sampler: each EnvRunner asks for 1 but no node of the cluster has any (1 node"
+EXPERIMENT = (
+    "algorithm: HATRPO\n"
+    "env: simple_spread_v3\n"
+    "env_runners: {num_env_runners: 1, num_envs_per_env_runner: 1,"
+    " custom_resources_per_env_runner: {sampler: 1}}\n"
+    "training: {train_batch_size_per_learner: 200, hidden_sizes: [16]}\n"
+    "stop: {training_iteration: 1}\n"
+)
+QUICK_S = 60  # generous for a loaded 2-core machine; Ray itself would wait forever
+
+
+def _config(**env_runners) -> HATRPOConfig:
+    return (
+        HATRPOConfig()
+        .environment("simple_spread_v3", env_config={"N": 2})
+        .env_runners(num_envs_per_env_runner=1, **env_runners)
+        .training(train_batch_size_per_learner=200, hidden_sizes=[16])
+    )
+
+
+def test_build_algo_fails_fast_naming_the_missing_resource(ray_session):
+    config = _config(num_env_runners=1, custom_resources_per_env_runner={"sampler": 1})
+    start = time.monotonic()
+    with pytest.raises(ResourceError, match=re.escape(MISSING)) as err:
+        config.build_algo()
+    assert time.monotonic() - start < QUICK_S
+    assert "sampler: the config asks for 1 (1 EnvRunner x 1) but the cluster has 0" in str(
+        err.value
+    )
+    # Too many EnvRunners for the cluster's CPUs: named too (3 x 1 CPU > 2).
+    with pytest.raises(ResourceError, match=r"CPU: the config asks for 3 \(3 EnvRunners x 1\)"):
+        _config(num_env_runners=3).build_algo()
+
+
+def test_one_env_runner_check_during_training(ray_session):
+    check_one_env_runner_fits(_config(num_env_runners=5))  # one EnvRunner fits: no error
+    with pytest.raises(ResourceError, match=re.escape(MISSING)):
+        check_one_env_runner_fits(
+            _config(num_env_runners=1, custom_resources_per_env_runner={"sampler": 1})
+        )
+
+
+def test_cli_train_and_tune_exit_2_naming_the_resource(ray_session, tmp_path, capsys):
+    experiment = tmp_path / "needs_sampler.yaml"
+    experiment.write_text(EXPERIMENT)
+    start = time.monotonic()
+    assert cli.main(["train", str(experiment), "--run-dir", str(tmp_path / "run")]) == 2
+    assert time.monotonic() - start < QUICK_S
+    assert f"error: {MISSING}" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "progress.csv").exists()
+
+    search = tmp_path / "search.yaml"
+    search.write_text(EXPERIMENT + "search: {kl_threshold: {grid_search: [0.01, 0.02]}}\n")
+    assert cli.main(["tune", str(search), "--run-dir", str(tmp_path / "search")]) == 2
+    err = capsys.readouterr().err
+    assert "error: sampler: each EnvRunner asks for 1 but no node" in err
+    assert not list((tmp_path / "search").glob("HATRPO_*"))  # no trial was started
+
+
+BUILD_WITHOUT_RAY = textwrap.dedent(
+    """
+    import ray
+    from rllib_hatrpo import HATRPOConfig
+    from rllib_hatrpo.cluster_check import ResourceError
+
+    config = (
+        HATRPOConfig()
+        .environment("simple_spread_v3")
+        .env_runners(num_env_runners=1, custom_resources_per_env_runner={"sampler": 1})
+    )
+    assert not ray.is_initialized()
+    try:
+        config.build_algo()
+    except ResourceError as err:
+        print("ray initialized:", ray.is_initialized())
+        print(err)
+    """
+)
+
+
+def test_build_algo_without_ray_connects_as_rllib_would_then_fails_fast():
+    # A fresh interpreter with a Ray of its own (its own temp dir: never another's cluster).
+    with tempfile.TemporaryDirectory(prefix="rhr.", dir="/tmp") as tmp:
+        start = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-c", BUILD_WITHOUT_RAY],
+            env={**clean_env(), "RAY_TMPDIR": tmp},
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        wall_s = time.monotonic() - start
+    print(f"\nbuild without Ray: {wall_s:.1f} s")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ray initialized: True" in done.stdout
+    assert MISSING in done.stdout
