@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import ray
@@ -22,13 +24,25 @@ from ray.rllib.utils.metrics import (
 from ray.tune import Checkpoint
 
 from rllib_hatrpo.checkpointing import algorithm_identity, check_checkpoint_class, check_restorable
-from rllib_hatrpo.cluster_check import check_before_actors
+from rllib_hatrpo.cluster_check import (
+    ResourceError,
+    check_before_actors,
+    check_one_env_runner_fits,
+)
 from rllib_hatrpo.data_parallel import shard_by_env_steps
 from rllib_hatrpo.sequential_update import AgentOrder
 
 AGENT_ORDER = "agent_order"
 # Timers report this iteration's seconds (RLlib's default is a slow moving average).
 _THIS_ITERATION = {"reduce": "mean", "window": 1}
+_RECOVERY_POLL_S = 1.0
+logger = logging.getLogger(__name__)
+
+
+class EnvRunnersLostError(RuntimeError):
+    """Every remote EnvRunner is lost and Ray cannot bring one back: no node of the cluster
+    can host one any more, or none came back within `env_runner_recovery_timeout_s`. The
+    learner's state is that of the last completed iteration; resume from a checkpoint."""
 
 
 def learner_data(episodes: list, num_learners: int) -> dict[str, Any]:
@@ -55,6 +69,61 @@ class HAAlgorithm(Algorithm):
             self.config.module_ids(), self.config.seed, fixed=self.config.fixed_order
         )
         self._last_agent_order: list[str] = []
+
+    @override(Algorithm)
+    def restore_env_runners(self, env_runner_group) -> list[int]:
+        """RLlib's (bring restarted EnvRunners back into service with the current weights), and
+        then, while no remote EnvRunner of the training group is healthy, wait for Ray to
+        restart one instead of running a `training_step` that samples nothing.
+
+        Raises:
+            EnvRunnersLostError: When no node of the cluster can host an EnvRunner any more
+                (the restarted actors would stay pending forever), or when none came back
+                within `env_runner_recovery_timeout_s`.
+        """
+        restored = super().restore_env_runners(env_runner_group)
+        if env_runner_group is not self.env_runner_group:
+            return restored
+        start = time.monotonic()
+        while (
+            env_runner_group.num_remote_env_runners() > 0
+            and env_runner_group.num_healthy_remote_env_runners() == 0
+        ):
+            self._raise_if_env_runners_cannot_return(time.monotonic() - start)
+            time.sleep(_RECOVERY_POLL_S)
+            restored += super().restore_env_runners(env_runner_group)
+        if time.monotonic() - start > _RECOVERY_POLL_S:
+            logger.warning(
+                "EnvRunners back after %.0f s without any: %s",
+                time.monotonic() - start,
+                restored,
+            )
+        return restored
+
+    def _raise_if_env_runners_cannot_return(self, waited_s: float) -> None:
+        lost = self.env_runner_group.num_remote_env_runners()
+        runners = "The only remote EnvRunner" if lost == 1 else f"All {lost} remote EnvRunners"
+        what = (
+            f"{runners} of this {type(self).__name__} {'is' if lost == 1 else 'are'} lost "
+            f"(training iteration {self.iteration + 1})"
+        )
+        resume = (
+            "The learner's state is that of iteration "
+            f"{self.iteration}; continue from the last checkpoint (`rllib-hatrpo resume "
+            "RUN_DIR`) once the cluster can host EnvRunners again."
+        )
+        try:
+            check_one_env_runner_fits(self.config)
+        except ResourceError as err:
+            raise EnvRunnersLostError(
+                f"{what} and no node of the cluster can host one any more:\n{err}\n{resume}"
+            ) from None
+        limit = self.config.env_runner_recovery_timeout_s
+        if waited_s > limit:
+            raise EnvRunnersLostError(
+                f"{what} and Ray has not restarted any within {limit:g} s "
+                f"(env_runner_recovery_timeout_s).\n{resume}"
+            )
 
     @override(Algorithm)
     def get_state(self, components=None, *, not_components=None, **kwargs) -> dict:

@@ -37,7 +37,8 @@ EXPERIMENT_YAML = "experiment.yaml"
 
 def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand; returns the exit status (2 for a bad experiment or config, or one
-    asking for resources the cluster can never provide)."""
+    asking for resources the cluster can never provide; 1 when training stopped because
+    every EnvRunner was lost for good)."""
     args = _parser().parse_args(argv)
     try:
         return args.command(args)
@@ -154,8 +155,7 @@ def train_command(args: argparse.Namespace) -> int:
     _save_experiment(experiment, run_dir)
     print(f"run directory: {run_dir.resolve()}", flush=True)
     with ray_session():
-        _train_run(config.build_algo(), experiment, run_dir)
-    return 0
+        return _train_run(config.build_algo(), experiment, run_dir)
 
 
 def resume_command(args: argparse.Namespace) -> int:
@@ -175,16 +175,19 @@ def resume_command(args: argparse.Namespace) -> int:
     with ray_session():
         algo = Algorithm.from_checkpoint(str(checkpoint.resolve()))
         steps = algo.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
+        print(f"restored iteration {algo.iteration}, {int(steps):,} env steps", flush=True)
         if progress_fraction(experiment.stop, int(steps), algo.iteration) >= 1.0:
             algo.stop()
             print(f"already complete: {experiment.stop}", flush=True)
             return 0
-        _train_run(algo, experiment, run_dir)
-    return 0
+        return _train_run(algo, experiment, run_dir)
 
 
-def _train_run(algo: Any, experiment: Experiment, run_dir: Path) -> None:
-    """The training loop with wandb (if the experiment asks for it) around it."""
+def _train_run(algo: Any, experiment: Experiment, run_dir: Path) -> int:
+    """The training loop with wandb (if the experiment asks for it) around it; the exit
+    status (1, with the command that continues the run, if every EnvRunner was lost)."""
+    from rllib_hatrpo.algorithm import EnvRunnersLostError
+
     run = on_result = None
     if experiment.wandb is not None:
         from rllib_hatrpo import wandb_logging
@@ -198,6 +201,15 @@ def _train_run(algo: Any, experiment: Experiment, run_dir: Path) -> None:
         summary = train(
             algo, run_dir, experiment.stop, experiment.checkpoint_every, on_result=on_result
         )
+    except EnvRunnersLostError as err:
+        print(f"error: {str(err).replace('RUN_DIR', str(run_dir))}", file=sys.stderr, flush=True)
+        if (run_dir / CHECKPOINT_DIR).exists() or (run_dir / f"{CHECKPOINT_DIR}.old").exists():
+            where = restore_path(run_dir / CHECKPOINT_DIR)
+            hint = f"the last checkpoint is {where}; continue with: rllib-hatrpo resume {run_dir}"
+        else:
+            hint = "no checkpoint was written yet: start the run again"
+        print(hint, file=sys.stderr, flush=True)
+        return 1
     finally:
         algo.stop()
         if run is not None:
@@ -208,6 +220,7 @@ def _train_run(algo: Any, experiment: Experiment, run_dir: Path) -> None:
         "learning_curve.png, summary.json, checkpoint/)",
         flush=True,
     )
+    return 0
 
 
 def tune_command(args: argparse.Namespace) -> int:

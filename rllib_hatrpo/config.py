@@ -18,6 +18,21 @@ from rllib_hatrpo.team_batch import TeamBatchBuilder
 
 SHARED_POLICY_ID = "shared_policy"
 
+FAULT_TOLERANCE_DEFAULTS: dict[str, Any] = {
+    # A lost EnvRunner (crash, preempted node) is restarted by Ray with the same index and the
+    # learner's weights; training goes on with the healthy ones meanwhile.
+    "restart_failed_env_runners": True,
+    # Restarts per EnvRunner actor (Ray's max_restarts): enough for spot preemptions over a
+    # long run, few enough that an env that crashes on every step stops the run.
+    "max_num_env_runner_restarts": 100,
+    # Pause of an EnvRunner whose env raised, before its process exits and Ray restarts it
+    # (RLlib: 60 s, as long as a whole sample_timeout_s).
+    "delay_between_env_runner_restarts_s": 5.0,
+    # Each ping of a restarting EnvRunner blocks the driver this long at most.
+    "env_runner_health_probe_timeout_s": 10.0,
+}
+"""`AlgorithmConfig.fault_tolerance()` settings our configs default to (RLlib's otherwise)."""
+
 
 def module_per_agent(agent_id: str, episode: Any = None, **kwargs) -> str:
     """Policy mapping without parameter sharing: each agent has its own module."""
@@ -57,6 +72,13 @@ class HAConfig(AlgorithmConfig):
         # Evaluation EnvRunners (`.evaluation(evaluation_interval=...)`) act with each policy's
         # mean action, as HARL evaluates; `evaluation_config={"explore": True}` overrides it.
         self.evaluation_config = {"explore": False}
+        for name, value in FAULT_TOLERANCE_DEFAULTS.items():
+            setattr(self, name, value)
+        # Longest wait, with no EnvRunner healthy, for Ray to restart one (then an error).
+        self.env_runner_recovery_timeout_s = 1800.0
+        # min_sample_timesteps_per_iteration follows the batch size unless the user sets it
+        # (see validate()), so an iteration whose sampling lost every EnvRunner samples again.
+        self._auto_min_sample_timesteps = True
         self._team_spaces: TeamSpaces | None = None
 
     def training(
@@ -111,6 +133,28 @@ class HAConfig(AlgorithmConfig):
             layer_norm=layer_norm,
         )
 
+    def fault_tolerance(
+        self, *, env_runner_recovery_timeout_s: float = NotProvided, **kwargs
+    ) -> Self:
+        """RLlib's fault-tolerance settings (our defaults: `FAULT_TOLERANCE_DEFAULTS`), plus:
+
+        Args:
+            env_runner_recovery_timeout_s: Longest time an iteration waits, while no remote
+                EnvRunner is healthy, for Ray to restart one before it raises
+                `EnvRunnersLostError`. It raises at once when no node of the cluster can
+                host an EnvRunner any more (e.g. the only `sampler` node is gone).
+        """
+        super().fault_tolerance(**kwargs)
+        return self.set_provided(env_runner_recovery_timeout_s=env_runner_recovery_timeout_s)
+
+    def reporting(self, *, min_sample_timesteps_per_iteration: int = NotProvided, **kwargs) -> Self:
+        """RLlib's `reporting()`; setting `min_sample_timesteps_per_iteration` turns off our
+        default for it (the train batch size, see `validate`)."""
+        if min_sample_timesteps_per_iteration is not NotProvided:
+            self._auto_min_sample_timesteps = False
+            kwargs["min_sample_timesteps_per_iteration"] = min_sample_timesteps_per_iteration
+        return super().reporting(**kwargs)
+
     def set_provided(self, **fields: Any) -> Self:
         """Sets the fields a builder call actually provided (RLlib's NotProvided convention)."""
         for name, value in fields.items():
@@ -127,6 +171,11 @@ class HAConfig(AlgorithmConfig):
     def validate(self) -> None:
         """Checks our fields, then probes the env and sets up one module per agent."""
         self._validate_ha_fields()
+        if self._auto_min_sample_timesteps:
+            # RLlib repeats `training_step` within an iteration until this many env steps were
+            # sampled: one batch normally, and a second try when sampling lost every EnvRunner
+            # (the iteration then waits for a restarted one instead of ending untrained).
+            self.min_sample_timesteps_per_iteration = self.total_train_batch_size
         if self.env is not None:
             self._setup_team_modules(self.team_spaces())
         super().validate()
@@ -140,6 +189,12 @@ class HAConfig(AlgorithmConfig):
         check_field(self.value_clip > 0, "value_clip", self.value_clip, "a number > 0")
         check_field(self.huber_delta > 0, "huber_delta", self.huber_delta, "a number > 0")
         check_field(self.max_grad_norm > 0, "max_grad_norm", self.max_grad_norm, "a number > 0")
+        check_field(
+            self.env_runner_recovery_timeout_s > 0,
+            "env_runner_recovery_timeout_s",
+            self.env_runner_recovery_timeout_s,
+            "a number > 0 (seconds)",
+        )
         check_field(
             len(self.hidden_sizes) >= 1 and all(int(h) >= 1 for h in self.hidden_sizes),
             "hidden_sizes",

@@ -7,6 +7,7 @@
     learners: {}                      # keyword arguments of AlgorithmConfig.learners()
     training: {kl_threshold: 0.01}    # keyword arguments of the algorithm's .training()
     evaluation: {}                    # keyword arguments of AlgorithmConfig.evaluation()
+    fault_tolerance: {}               # keyword arguments of the config's .fault_tolerance()
     stop: {num_env_steps_sampled_lifetime: 10000000}   # and/or training_iteration
     seed: 0
     checkpoint_every: 10              # iterations between checkpoints (train, tune trials)
@@ -17,11 +18,11 @@
     scheduler: {type: asha, metric: team_return, mode: max, max_t: 250, grace_period: 25}
 
 The schema is derived, not listed: the top-level keys are the fields of :class:`Experiment`;
-the keys of `env_runners`, `learners`, `training` and `evaluation` are the keyword arguments of
-the algorithm config's builder method of that name, and `scheduler`'s are those of Tune's
-`ASHAScheduler`, each checked against its type annotation. A wrong file fails before Ray starts
-with a message naming the file, the key and what is allowed. Value ranges (kl_threshold > 0,
-...) are the config's own `validate()`'s job.
+the keys of `env_runners`, `learners`, `training`, `evaluation` and `fault_tolerance` are the
+keyword arguments of the algorithm config's builder method of that name, and `scheduler`'s are
+those of Tune's `ASHAScheduler`, each checked against its type annotation. A wrong file fails
+before Ray starts with a message naming the file, the key and what is allowed. Value ranges
+(kl_threshold > 0, ...) are the config's own `validate()`'s job.
 
 In `env_config` of the `mamujoco` env, `agent_factorization: single_joint` stands for
 `single_joint_factorization(scenario)` (one agent per joint: Walker2d 6x1, Humanoid 17x1), as
@@ -47,7 +48,7 @@ from rllib_hatrpo.envs.mamujoco import single_joint_factorization
 from rllib_hatrpo.registry import ALGORITHMS, algorithm_class
 from rllib_hatrpo.train import add_team_return
 
-BUILDER_SECTIONS = ("env_runners", "learners", "training", "evaluation")
+BUILDER_SECTIONS = ("env_runners", "learners", "training", "evaluation", "fault_tolerance")
 """Sections passed as keyword arguments to the `AlgorithmConfig` builder method of that name."""
 
 TUNE_STOP_KEYS = {
@@ -97,6 +98,7 @@ class Experiment:
     learners: dict[str, Any] = dataclasses.field(default_factory=dict)
     training: dict[str, Any] = dataclasses.field(default_factory=dict)
     evaluation: dict[str, Any] = dataclasses.field(default_factory=dict)
+    fault_tolerance: dict[str, Any] = dataclasses.field(default_factory=dict)
     stop: dict[str, int]
     seed: int | None = None
     checkpoint_every: int = 10
