@@ -10,7 +10,7 @@
     fault_tolerance: {}               # keyword arguments of the config's .fault_tolerance()
     stop: {num_env_steps_sampled_lifetime: 10000000}   # and/or training_iteration
     seed: 0
-    checkpoint_every: 10              # iterations between checkpoints (train, tune trials)
+    checkpoint_every: 1               # iterations between checkpoints (train, tune trials)
     wandb: {project: rllib-hatrpo}    # optional: log to Weights & Biases
     # `rllib-hatrpo tune` only:
     search: {kl_threshold: {grid_search: [0.005, 0.01]}, critic_lr: {loguniform: [1e-4, 1e-3]}}
@@ -101,7 +101,7 @@ class Experiment:
     fault_tolerance: dict[str, Any] = dataclasses.field(default_factory=dict)
     stop: dict[str, int]
     seed: int | None = None
-    checkpoint_every: int = 10
+    checkpoint_every: int = 1
     wandb: dict[str, Any] | None = None
     search: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     num_samples: int = 1

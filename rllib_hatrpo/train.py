@@ -6,6 +6,11 @@ seconds, elapsed and estimated time left) and writes into the run directory:
 `checkpoint_every` iterations and at the end), `learning_curve.png` (env steps vs team return)
 and `summary.json`. A resumed run continues the same files: rows after the restored iteration
 are dropped (they were never checkpointed) and the clock goes on from the last kept row.
+
+Each iteration's row is written before its checkpoint, so after a crash at any moment the
+rows kept on resume are exactly the checkpointed iterations: contiguous, no duplicates. With
+the default `checkpoint_every=1` a crash loses at most the iteration it interrupted (and
+that iteration's row, if it was written before its checkpoint completed).
 """
 
 from __future__ import annotations
@@ -113,7 +118,7 @@ def train(
     algo: Algorithm,
     run_dir: Path,
     stop: Mapping[str, int],
-    checkpoint_every: int = 10,
+    checkpoint_every: int = 1,
     log: Callable[[str], None] | None = None,
     on_result: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:

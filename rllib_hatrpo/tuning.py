@@ -60,8 +60,12 @@ def run_search(experiment: Experiment, run_dir: Path) -> Any:
             storage_path=str(run_dir.parent.resolve()),
             stop=experiment.tune_stop(),
             callbacks=callbacks,
+            # The two latest per trial: a checkpoint every iteration (the default) would
+            # otherwise fill the disk over a long search.
             checkpoint_config=tune.CheckpointConfig(
-                checkpoint_frequency=experiment.checkpoint_every, checkpoint_at_end=True
+                checkpoint_frequency=experiment.checkpoint_every,
+                checkpoint_at_end=True,
+                num_to_keep=2,
             ),
         ),
     )
