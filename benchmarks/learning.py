@@ -268,7 +268,11 @@ def summary_table(rows: Sequence[dict[str, str]], expected: Sequence[str] = DEFA
         "| HARL at 10M (v2 physics) |",
         "|---|---|---:|---:|---:|---|---:|",
     ]
-    algos = list(dict.fromkeys([*expected, *(r["algo"] for r in rows)]))
+    order = {name: i for i, name in enumerate(ALGORITHMS)}
+    algos = sorted(
+        dict.fromkeys([*expected, *(r["algo"] for r in rows)]),
+        key=lambda name: order.get(name, len(order)),
+    )
     for algo in algos:
         mine = [r for r in rows if r["algo"] == algo]
         harl = f"{HARL_10M[algo]:,}" if algo in HARL_10M else "–"

@@ -546,20 +546,21 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {_fmt(r['peak_rss_algorithm_mb'])} | {_fmt(r['peak_rss_all_mb'])} "
             f"| {_fmt(r.get('memory_vs_ppo'), '.2f')} |"
         )
-    out += [
-        "",
-        "| HATRPO sampling: EnvRunners × envs each | env steps/s | per EnvRunner "
-        "| / raw sim per EnvRunner |",
-        "|---|---:|---:|---:|",
-    ]
-    for r in rows:
-        if r["section"] == "scaling":
-            runners = max(int(r["num_env_runners"]), 1)
-            out.append(
-                f"| {r['num_env_runners']} × {r['num_envs_per_env_runner']} "
-                f"| {_fmt(r['env_steps_per_s'])} | {_fmt(r['env_steps_per_s'] / runners)} "
-                f"| {_fmt(r.get('sample_vs_raw_per_runner'), '.0%')} |"
-            )
+    scaling = [r for r in rows if r["section"] == "scaling"]
+    if scaling:
+        out += [
+            "",
+            "| HATRPO sampling: EnvRunners × envs each | env steps/s | per EnvRunner "
+            "| / raw sim per EnvRunner |",
+            "|---|---:|---:|---:|",
+        ]
+    for r in scaling:
+        runners = max(int(r["num_env_runners"]), 1)
+        out.append(
+            f"| {r['num_env_runners']} × {r['num_envs_per_env_runner']} "
+            f"| {_fmt(r['env_steps_per_s'])} | {_fmt(r['env_steps_per_s'] / runners)} "
+            f"| {_fmt(r.get('sample_vs_raw_per_runner'), '.0%')} |"
+        )
     out += ["", *targets(rows)]
     return "\n".join(out)
 
