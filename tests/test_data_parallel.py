@@ -58,16 +58,29 @@ def _config(config_cls, num_learners: int, **training):
     )
 
 
-def _assert_states_close(actual: dict, expected: dict, exact: bool = False) -> None:
+def _assert_in_sync(actual: dict, expected: dict) -> None:
     assert actual.keys() == expected.keys()
     for module_id in expected:
         for name, value in expected[module_id].items():
             got = torch.as_tensor(actual[module_id][name])
-            want = torch.as_tensor(value)
-            if exact:
-                assert torch.equal(got, want), (module_id, name)
-            else:
-                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=(module_id, name))
+            assert torch.equal(got, torch.as_tensor(value)), (module_id, name)
+
+
+def _assert_same_step(actual: dict, expected: dict, start: dict) -> None:
+    """Each module moved from `start` by the same step, to float tolerance: ‖Δ − Δ_ref‖ ≤
+    1e-3 ‖Δ_ref‖ (CG amplifies float32 summation-order noise, so elementwise relative checks
+    on near-zero entries would test the noise, not the step)."""
+    assert actual.keys() == expected.keys()
+    for module_id in expected:
+        names = sorted(expected[module_id])
+
+        def flat(state, names=names, module_id=module_id):
+            parts = [torch.as_tensor(state[module_id][n], dtype=torch.float64) for n in names]
+            return torch.cat([p.reshape(-1) for p in parts])
+
+        step = flat(expected) - flat(start)
+        error = (flat(actual) - flat(expected)).norm()
+        assert error <= 1e-3 * step.norm() + 1e-9, (module_id, float(error), float(step.norm()))
 
 
 @pytest.mark.parametrize(
@@ -100,9 +113,9 @@ def test_two_learners_on_halves_step_like_one_learner_on_the_whole(
         assert sum(rows) == total and all(0 < r < total for r in rows)
 
         states = [r.get() for r in group.foreach_learner(lambda lrn: lrn.module.get_state())]
-        _assert_states_close(states[0], states[1], exact=True)  # in sync, bit for bit
+        _assert_in_sync(states[0], states[1])  # bit for bit
         expected = learner.module.get_state()
-        _assert_states_close(states[0], expected)
+        _assert_same_step(states[0], expected, start)
         moved = [
             name
             for name, value in expected["agent_0"].items()
@@ -114,7 +127,7 @@ def test_two_learners_on_halves_step_like_one_learner_on_the_whole(
         assert iteration["learners"][ALL_MODULES][NUM_ENV_STEPS_TRAINED] == 800
         synced = parallel.env_runner.module.get_state()
         learned = group.get_weights(module_ids=ORDER)
-        _assert_states_close({a: synced[a] for a in ORDER}, learned, exact=True)
+        _assert_in_sync({a: synced[a] for a in ORDER}, learned)
         for agent in ORDER:
             for result in two:  # every learner reports the whole batch's KL
                 kl = result[agent]["mean_kl"].peek()
