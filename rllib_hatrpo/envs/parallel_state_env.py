@@ -126,6 +126,8 @@ def flat_obs_space(space: gym.Space) -> gym.spaces.Box | gym.spaces.Dict:
 def flat_obs(space: gym.Space, obs: Any) -> np.ndarray | dict[str, np.ndarray]:
     """``obs`` of ``space`` as a 1-D float32 array: a Box flattened, a Discrete one-hot; a
     masked observation as {"observation": that array, "action_mask": float32 0/1}."""
+    if isinstance(space, gym.spaces.Box):  # gym.spaces.flatten's Box case, without its dispatch
+        return np.asarray(obs, dtype=space.dtype).astype(np.float32).reshape(-1)
     if is_masked_space(space):
         return {
             "observation": flat_obs(space["observation"], obs["observation"]),
@@ -283,7 +285,13 @@ class ParallelStateEnv(MultiAgentEnv):
         self, obs: MultiAgentDict, infos: MultiAgentDict | None
     ) -> tuple[MultiAgentDict, MultiAgentDict]:
         """Casts/maps the observations and attaches the global state to each agent's info."""
-        flat = {aid: flat_obs(self._env_obs_spaces[aid], o) for aid, o in obs.items()}
+        # the env's own observations, flattened: the actors' (without obs_fn) or the state's
+        needs_flat = self._obs_fn is None or self._global_state == "concat_obs"
+        flat = (
+            {aid: flat_obs(self._env_obs_spaces[aid], o) for aid, o in obs.items()}
+            if needs_flat
+            else {}
+        )
         state = self._state(flat)
         infos = infos or {}
         new_obs, new_infos = {}, {}
