@@ -15,6 +15,7 @@ from rllib_hatrpo.env_probe import TeamSpaces, probe_env
 from rllib_hatrpo.networks import NETWORK_DEFAULTS
 from rllib_hatrpo.shared_critic import SHARED_CRITIC_ID, SharedCriticRLModule
 from rllib_hatrpo.team_batch import TeamBatchBuilder
+from rllib_hatrpo.team_env_runner import TeamEnvRunner, check_team_env_runner_config
 
 SHARED_POLICY_ID = "shared_policy"
 
@@ -69,6 +70,9 @@ class HAConfig(AlgorithmConfig):
         # The learner builds its own row-aligned batch (TeamBatchBuilder) instead of RLlib's
         # per-module batches.
         self.add_default_connectors_to_learner_pipeline = False
+        # Vectorized team envs and one batched forward pass per module and step; the learner
+        # takes its TeamFragments (RLlib's MultiAgentEnvRunner is not an option).
+        self.env_runner_cls = TeamEnvRunner
         # Evaluation EnvRunners (`.evaluation(evaluation_interval=...)`) act with each policy's
         # mean action, as HARL evaluates; `evaluation_config={"explore": True}` overrides it.
         self.evaluation_config = {"explore": False}
@@ -181,6 +185,7 @@ class HAConfig(AlgorithmConfig):
         super().validate()
 
     def _validate_ha_fields(self) -> None:
+        check_team_env_runner_config(self)
         check_field(0.0 <= self.gamma <= 1.0, "gamma", self.gamma, "a number in [0, 1]")
         check_field(0.0 <= self.lambda_ <= 1.0, "lambda_", self.lambda_, "a number in [0, 1]")
         check_field(self.critic_lr > 0, "critic_lr", self.critic_lr, "a number > 0")

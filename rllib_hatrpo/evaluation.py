@@ -26,9 +26,9 @@ from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.rllib.env.env_context import EnvContext
-from ray.rllib.utils.spaces.space_utils import clip_action, unsquash_action
 
 from rllib_hatrpo.checkpointing import load_config, load_modules, restore_path
+from rllib_hatrpo.team_env_runner import env_action
 
 GL_BACKENDS: tuple[str, ...] = ("egl", "osmesa")
 """MuJoCo's offscreen OpenGL backends, in the order they are tried (GPU first)."""
@@ -96,8 +96,8 @@ def evaluate_checkpoint(
 
 class MeanActionPolicy:
     """Every agent's deterministic action: the mean of its module's action distribution (the
-    argmax for Discrete actions), mapped into the env's action space as RLlib's EnvRunners do
-    (`normalize_actions` unsquashes from [-1, 1], else `clip_actions` clips)."""
+    argmax for Discrete actions), mapped into the env's action space as the EnvRunners do
+    (`team_env_runner.env_action`)."""
 
     def __init__(self, modules: dict[str, RLModule], config: AlgorithmConfig):
         self.modules = modules
@@ -112,12 +112,7 @@ class MeanActionPolicy:
         batch = {Columns.OBS: torch.as_tensor(np.asarray(obs)[None])}
         inputs = module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
         dist = module.get_inference_action_dist_cls().from_logits(inputs).to_deterministic()
-        action = dist.sample()[0].numpy()
-        if self.config.normalize_actions:
-            return unsquash_action(action, module.action_space)
-        if self.config.clip_actions:
-            return clip_action(action, module.action_space)
-        return action
+        return env_action(self.config, dist.sample()[0].numpy(), module.action_space)
 
 
 def make_env(config: AlgorithmConfig, env_config: dict[str, Any]) -> Any:

@@ -23,13 +23,12 @@ def test_masked_actions_are_never_taken_and_learning_improves():
     algo = config.build_algo()
     try:
         returns = [team_return(algo.train()) for _ in range(8)]
-        episodes = algo.env_runner.sample(num_timesteps=400)
+        fragments = algo.env_runner.sample(num_timesteps=400)
     finally:
         algo.stop()
-    for episode in episodes:
-        for agent, fragment in episode.agent_episodes.items():
-            masks = fragment.get_observations()["action_mask"][:-1]
-            actions = fragment.get_actions()
+    for fragment in fragments:
+        for agent, obs in fragment.obs.items():
+            masks, actions = obs["action_mask"], fragment.actions[agent]
             assert np.all(masks[np.arange(len(actions)), actions] == 1), agent
     # a random allowed action is worth 0.5 on average, the best allowed one about 0.83
     assert returns[0] < 0.6 * 20 and returns[-1] > returns[0] + 2.0, returns

@@ -76,15 +76,15 @@ def test_evaluations_of_the_same_weights_are_identical(hopper):
 
 def test_evaluation_runner_acts_with_the_learners_mean_action(hopper):
     algo, _, _ = hopper
-    [episodes] = algo.eval_env_runner_group.foreach_env_runner(
+    [[episode]] = algo.eval_env_runner_group.foreach_env_runner(
         lambda runner: runner.sample(num_episodes=1), local_env_runner=False
     )
     learner_modules = algo.learner_group._learner.module
-    for agent, agent_episode in episodes[0].agent_episodes.items():
-        obs = np.array(agent_episode.get_observations()[:-1])
-        actions = np.array(agent_episode.get_actions())
+    for agent, obs in episode.obs.items():
+        actions = episode.actions[agent]
         with torch.no_grad():
-            inputs = learner_modules[agent].forward_inference({Columns.OBS: torch.as_tensor(obs)})
+            batch = {Columns.OBS: torch.as_tensor(np.array(obs))}  # a writable copy
+            inputs = learner_modules[agent].forward_inference(batch)
         mean = inputs[Columns.ACTION_DIST_INPUTS][:, : actions.shape[1]].numpy()
         # float32 rounding only (batched here, one row at a time there); exploration noise
         # would be of the order of the policy's std, about 0.4

@@ -143,3 +143,67 @@ class MaskedChoiceEnv(RedrawEnv):
 
 def make_masked_choice(config: dict) -> ParallelStateEnv:
     return ParallelStateEnv(MaskedChoiceEnv(**dict(config)))
+
+
+class EpisodeEndsEnv(ParallelEnv):
+    """Two agents with different spaces (a0: Box(-2, 2) actions, a1: Discrete(3)) and episodes
+    of a random length L in [2, 6]: an even L ends by termination, an odd one by truncation.
+
+    At step t (1-based) a0 earns t and a1 earns 2t, so an episode's returns are L(L+1)/2 and
+    L(L+1) whatever the actions. The state is [t, L, a random draw of the episode, the last
+    actions as the env received them], so every row of a rollout can be checked.
+    """
+
+    metadata = {"name": "episode_ends"}
+
+    def __init__(self, min_len: int = 2, max_len: int = 6):
+        self.possible_agents = ["a0", "a1"]
+        self.agents = []
+        self.min_len, self.max_len = min_len, max_len
+        self._rng = np.random.default_rng(0)
+        self._t, self._len, self._draw = 0, min_len, 0.0
+        self._last = (0.0, 0)
+
+    def observation_space(self, agent):
+        return gym.spaces.Box(-np.inf, np.inf, (2 if agent == "a0" else 3,), np.float32)
+
+    def action_space(self, agent):
+        return (
+            gym.spaces.Box(-2.0, 2.0, (1,), np.float32) if agent == "a0" else gym.spaces.Discrete(3)
+        )
+
+    def state(self):
+        return np.array([self._t, self._len, self._draw, *self._last], dtype=np.float32)
+
+    def _obs(self):
+        return {
+            "a0": np.array([self._t, self._draw], np.float32),
+            "a1": np.array([self._t, self._len, self._draw], np.float32),
+        }
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self.agents = list(self.possible_agents)
+        self._t, self._last = 0, (0.0, 0)
+        self._len = int(self._rng.integers(self.min_len, self.max_len + 1))
+        self._draw = float(self._rng.normal())
+        return self._obs(), {a: {} for a in self.agents}
+
+    def step(self, actions):
+        self._t += 1
+        self._last = (float(actions["a0"][0]), int(actions["a1"]))
+        done = self._t >= self._len
+        terminated = done and self._len % 2 == 0
+        obs = self._obs()
+        rewards = {"a0": float(self._t), "a1": 2.0 * self._t}
+        terms = {a: terminated for a in self.agents}
+        truncs = {a: done and not terminated for a in self.agents}
+        infos = {a: {} for a in self.agents}
+        if done:
+            self.agents = []
+        return obs, rewards, terms, truncs, infos
+
+
+def make_episode_ends(config: dict) -> ParallelStateEnv:
+    return ParallelStateEnv(EpisodeEndsEnv(**dict(config)))

@@ -1,0 +1,570 @@
+"""The EnvRunner of every heterogeneous-agent algorithm: vectorized team envs, batched actions,
+rows straight into numpy arrays.
+
+RLlib's generic `MultiAgentEnvRunner` spends most of its time outside the simulator: per env
+step it runs connector pipelines over dicts of single items, appends to episode objects agent
+by agent and logs metrics one value at a time. Our envs are all team envs (`ParallelStateEnv`:
+every agent acts at every step, the global state in every agent's info), which allows a much
+leaner loop. Per step of the `num_envs_per_env_runner` env copies (a `TeamVectorEnv` in this
+process), `TeamEnvRunner` makes one batched forward pass per policy module over all copies and
+all agents mapped to that module, samples the actions (their mean with `explore=False`), maps
+them into the env's action space as RLlib's connectors would (`normalize_actions` unsquashes,
+else `clip_actions` clips) and writes observations, actions, states and team rewards into
+arrays preallocated for the whole `sample()` call. The call returns `TeamFragment`s: per env
+copy, one fragment per episode that ended in the call (terminated or truncated) and one for the
+steps after its last end (cut by the batch end, bootstrapped from the state after it).
+
+It keeps RLlib's EnvRunner contract: `sample(num_timesteps=..., num_episodes=...,
+explore=..., force_reset=...)` with RLlib's stopping, reset and seeding rules (copy i of
+runner w is seeded with `seed + w + i` on the first reset and whenever `num_episodes` were
+sampled; episodes continue across `num_timesteps` calls), the metrics of `MultiAgentEnvRunner`
+under the same keys and reductions, weights through `set_state` (inference-only modules: the
+learner-only critic is never built here), checkpoints, `assert_healthy` and `stop`.
+
+Not supported (`check_team_env_runner_config` rejects them): custom env-to-module and
+module-to-env connectors and the EnvRunner's callbacks (`on_environment_created`, the episode
+callbacks, `on_sample_end`), since there are no connector pipelines and no episode objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections import defaultdict
+from collections.abc import Collection, Iterator
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import ray
+import torch
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+from ray.rllib.core import COMPONENT_RL_MODULE
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.multi_rl_module import MultiRLModule
+from ray.rllib.env import INPUT_ENV_SINGLE_SPACES, INPUT_ENV_SPACES
+from ray.rllib.env.env_context import EnvContext
+from ray.rllib.env.env_runner import ENV_STEP_FAILURE, EnvRunner
+from ray.rllib.utils.annotations import override
+from ray.rllib.utils.checkpoints import Checkpointable
+from ray.rllib.utils.framework import get_device
+from ray.rllib.utils.metrics import (
+    EPISODE_AGENT_RETURN_MEAN,
+    EPISODE_AGENT_STEPS,
+    EPISODE_DURATION_SEC_MEAN,
+    EPISODE_LEN_MAX,
+    EPISODE_LEN_MEAN,
+    EPISODE_LEN_MIN,
+    EPISODE_MODULE_RETURN_MEAN,
+    EPISODE_RETURN_MAX,
+    EPISODE_RETURN_MEAN,
+    EPISODE_RETURN_MIN,
+    NUM_AGENT_STEPS_SAMPLED,
+    NUM_AGENT_STEPS_SAMPLED_LIFETIME,
+    NUM_ENV_STEPS_SAMPLED,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    NUM_EPISODES,
+    NUM_EPISODES_LIFETIME,
+    NUM_MODULE_STEPS_SAMPLED,
+    NUM_MODULE_STEPS_SAMPLED_LIFETIME,
+    RLMODULE_INFERENCE_TIMER,
+    SAMPLE_TIMER,
+    TIME_BETWEEN_SAMPLING,
+    WEIGHTS_SEQ_NO,
+)
+from ray.rllib.utils.spaces.space_utils import clip_action, unsquash_action
+from ray.rllib.utils.typing import ResultDict, StateDict
+
+from rllib_hatrpo.envs.team_vector_env import TeamStep, TeamVectorEnv
+from rllib_hatrpo.team_fragment import Obs, TeamFragment, map_obs
+
+_EPISODES_CAPACITY = 256
+"""Vector steps preallocated for a `num_episodes` call (doubled whenever they run out)."""
+
+
+def env_action(config: AlgorithmConfig, action: np.ndarray, space: gym.Space) -> np.ndarray:
+    """A policy's action (rows) mapped into the env's action space as RLlib's
+    `NormalizeAndClipActions` does: unsquashed from [-1, 1] with `normalize_actions`, else
+    clipped to the bounds with `clip_actions`, else unchanged."""
+    if config.normalize_actions:
+        return unsquash_action(action, space)
+    if config.clip_actions:
+        return clip_action(action, space)
+    return action
+
+
+def check_team_env_runner_config(config: AlgorithmConfig) -> None:
+    """Raises ValueError for settings `TeamEnvRunner` cannot honour (see the module docstring)."""
+    if not (
+        isinstance(config.env_runner_cls, type) and issubclass(config.env_runner_cls, TeamEnvRunner)
+    ):
+        raise ValueError(
+            f"env_runner_cls={config.env_runner_cls!r} is invalid: must be TeamEnvRunner (or a "
+            "subclass); the learner takes its TeamFragments."
+        )
+    unsupported = {
+        "env_to_module_connector": config._env_to_module_connector,
+        "module_to_env_connector": config._module_to_env_connector,
+        **{
+            f"callbacks_{hook}": getattr(config, f"callbacks_{hook}")
+            for hook in (
+                "on_environment_created",
+                "on_episode_created",
+                "on_episode_start",
+                "on_episode_step",
+                "on_episode_end",
+                "on_sample_end",
+            )
+        },
+    }
+    for field, value in unsupported.items():
+        if value is not None:
+            raise ValueError(
+                f"{field}={value!r} is not supported: TeamEnvRunner has no connector pipelines "
+                "and no episode objects."
+            )
+
+
+class TeamEnvRunner(EnvRunner, Checkpointable):
+    """Samples `TeamFragment`s from `num_envs_per_env_runner` copies of a team env."""
+
+    @override(EnvRunner)
+    def __init__(self, config: AlgorithmConfig, **kwargs) -> None:
+        super().__init__(config=config, **kwargs)
+        self.spaces: dict[str, Any] = kwargs.get("spaces") or {}
+        self._device = get_device(
+            self.config, 0 if not self.worker_index else self.config.num_gpus_per_env_runner
+        )
+        self.env: TeamVectorEnv | None = None
+        self.num_envs = 0
+        # The driver's EnvRunner needs no env when remote EnvRunners sample (RLlib's rule).
+        if (
+            self.worker_index is None
+            or self.worker_index > 0
+            or self.config.create_env_on_local_worker
+            or self.config.num_env_runners == 0
+        ):
+            self.make_env()
+        self.module: MultiRLModule | None = None
+        self.make_module()
+        self._weights_seq_no = 0
+        self._time_after_sampling: float | None = None
+
+    # --- sampling ------------------------------------------------------------------------
+
+    @override(EnvRunner)
+    def sample(
+        self,
+        *,
+        num_timesteps: int | None = None,
+        num_episodes: int | None = None,
+        explore: bool | None = None,
+        force_reset: bool = False,
+    ) -> list[TeamFragment]:
+        """Steps every env copy until `num_timesteps` env steps or `num_episodes` episodes.
+
+        Args:
+            num_timesteps: At least this many env steps: ceil(num_timesteps / num_envs) steps
+                of every copy. Episodes going on at the end continue in the next call.
+            num_episodes: This many complete episodes (all copies reset first; episodes still
+                going on when the count is reached are dropped, and the next call resets).
+            explore: Sample from each policy's action distribution (True) or take its mean
+                (False); default `config.explore`.
+            force_reset: Reset every copy first (only with `num_timesteps`).
+
+        Without either count, `batch_mode="truncate_episodes"` samples the rollout fragment
+        length times `num_envs` env steps, `"complete_episodes"` `num_envs` episodes.
+
+        Returns:
+            The fragments: first those whose episode ended, in the order they ended, then the
+            cut ones in copy order (`num_timesteps` only).
+        """
+        if self.env is None:
+            raise ValueError(f"{self} has no env (the driver's EnvRunner with remote ones).")
+        if num_timesteps is not None and num_episodes is not None:
+            raise ValueError(
+                f"Give num_timesteps or num_episodes, not both ({num_timesteps=}, {num_episodes=})."
+            )
+        if self._time_after_sampling is not None:
+            self.metrics.log_value(
+                TIME_BETWEEN_SAMPLING, time.perf_counter() - self._time_after_sampling
+            )
+        self.metrics.log_value(WEIGHTS_SEQ_NO, self._weights_seq_no, window=1)
+        with self.metrics.log_time(SAMPLE_TIMER), _one_torch_thread():
+            explore = self.config.explore if explore is None else explore
+            if num_timesteps is None and num_episodes is None:
+                if self.config.batch_mode == "truncate_episodes":
+                    num_timesteps = (
+                        self.config.get_rollout_fragment_length(self.worker_index) * self.num_envs
+                    )
+                else:
+                    num_episodes = self.num_envs
+            if num_episodes is not None:
+                fragments = self._sample(explore, reset=True, num_episodes=num_episodes)
+                self._needs_initial_reset = True  # the next call starts from seeded resets
+            else:
+                steps = math.ceil(num_timesteps / self.num_envs)
+                fragments = self._sample(explore, reset=force_reset, num_steps=steps)
+        self._time_after_sampling = time.perf_counter()
+        return fragments
+
+    def _sample(
+        self,
+        explore: bool,
+        *,
+        reset: bool,
+        num_steps: int | None = None,
+        num_episodes: int | None = None,
+    ) -> list[TeamFragment]:
+        """Steps all copies `num_steps` times, or until `num_episodes` episodes ended."""
+        if reset or self._needs_initial_reset:
+            self._reset_envs()
+        rollout = _Rollout(self._obs, self._states, num_steps or _EPISODES_CAPACITY)
+        ended: list[TeamFragment] = []
+        t = 0
+        while (t < num_steps) if num_episodes is None else (len(ended) < num_episodes):
+            with self.metrics.log_time(RLMODULE_INFERENCE_TIMER), torch.inference_mode():
+                actions = self._act(rollout.obs_at(t), explore)
+            step = self._try_env_step(
+                {
+                    a: env_action(self.config, x, self.env.action_spaces[a])
+                    for a, x in actions.items()
+                }
+            )
+            if step is ENV_STEP_FAILURE:  # the envs were rebuilt: start this call over
+                self._log_sampled(t)
+                self._reset_envs()
+                rollout = _Rollout(self._obs, self._states, num_steps or _EPISODES_CAPACITY)
+                ended, t = [], 0
+                continue
+            rollout.write(t, actions, step)
+            self._episode_returns += step.rewards
+            self._episode_lengths += 1
+            for i in np.flatnonzero(step.terminated | step.truncated).tolist():
+                if num_episodes is not None and len(ended) == num_episodes:
+                    break  # enough episodes: later ones this step are dropped, as RLlib does
+                ended.append(rollout.end_episode(t, i, step))
+                self._log_episode(i)
+            t += 1
+        self._log_sampled(t)
+        if num_episodes is not None:
+            return ended
+        # copies: the rollout's arrays are not kept beyond this call
+        self._obs = {a: map_obs(np.copy, o) for a, o in rollout.obs_at(t).items()}
+        self._states = rollout.states[t].copy()
+        return ended + rollout.cut_fragments(t)
+
+    def _act(self, obs: dict[str, Obs], explore: bool) -> dict[str, np.ndarray]:
+        """Every agent's actions (rows = copies): one forward pass per policy module over the
+        rows of all its agents; sampled when exploring, else the distribution's mean."""
+        actions: dict[str, np.ndarray] = {}
+        for module_id, agents in self._agents_of_module.items():
+            module = self.module[module_id]
+            rows = obs[agents[0]] if len(agents) == 1 else _concat([obs[a] for a in agents])
+            batch = {Columns.OBS: map_obs(lambda x: torch.from_numpy(x).to(self._device), rows)}
+            # The modules stay in eval mode (make_module), so the private forward methods are
+            # what RLlib's public ones run, without switching modes at every call.
+            if explore:
+                inputs = module._forward_exploration(batch)[Columns.ACTION_DIST_INPUTS]
+                dist = module.get_exploration_action_dist_cls().from_logits(inputs)
+            else:
+                inputs = module._forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
+                dist = module.get_inference_action_dist_cls().from_logits(inputs).to_deterministic()
+            sampled = dist.sample().cpu().numpy()
+            for j, agent in enumerate(agents):
+                actions[agent] = sampled[j * self.num_envs : (j + 1) * self.num_envs]
+        return actions
+
+    def _reset_envs(self) -> None:
+        """Resets every copy (seeded on the first reset after `make_env` and after a
+        `num_episodes` call) and starts its episode bookkeeping over."""
+        self._obs, self._states = self._try_env_reset(
+            seed=self._seed if self._needs_initial_reset else None
+        )
+        self._needs_initial_reset = False
+        self._episode_returns = np.zeros((self.num_envs, len(self.env.agents)))
+        self._episode_lengths = np.zeros(self.num_envs, dtype=np.int64)
+        self._episode_starts = np.full(self.num_envs, time.perf_counter())
+
+    # --- metrics: MultiAgentEnvRunner's keys and reductions ------------------------------
+
+    def _log_sampled(self, num_steps: int) -> None:
+        """Counts `num_steps` steps of every copy (every agent acting at each)."""
+        env_steps = num_steps * self.num_envs
+        if env_steps == 0:
+            return
+        self.metrics.log_value(NUM_ENV_STEPS_SAMPLED, env_steps, reduce="sum")
+        self.metrics.log_value(
+            NUM_ENV_STEPS_SAMPLED_LIFETIME, env_steps, reduce="lifetime_sum", with_throughput=True
+        )
+        for module_id, agents in self._agents_of_module.items():
+            for agent in agents:
+                self.metrics.log_value((NUM_AGENT_STEPS_SAMPLED, agent), env_steps, reduce="sum")
+                self.metrics.log_value(
+                    (NUM_AGENT_STEPS_SAMPLED_LIFETIME, agent), env_steps, reduce="lifetime_sum"
+                )
+            module_steps = env_steps * len(agents)
+            self.metrics.log_value(
+                (NUM_MODULE_STEPS_SAMPLED, module_id), module_steps, reduce="sum"
+            )
+            self.metrics.log_value(
+                (NUM_MODULE_STEPS_SAMPLED_LIFETIME, module_id), module_steps, reduce="lifetime_sum"
+            )
+        self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=env_steps)
+
+    def _log_episode(self, i: int) -> None:
+        """Logs copy i's finished episode and starts the next one's bookkeeping."""
+        agent_returns = dict(zip(self.env.agents, self._episode_returns[i].tolist(), strict=True))
+        length = int(self._episode_lengths[i])
+        module_returns = {
+            module_id: sum(agent_returns[a] for a in agents)
+            for module_id, agents in self._agents_of_module.items()
+        }
+        episode_return = sum(agent_returns.values())
+        now = time.perf_counter()
+        # RLlib's window: the smoothing episodes, shared among the EnvRunners.
+        window = max(
+            1,
+            math.ceil(
+                self.config.metrics_num_episodes_for_smoothing / (self.config.num_env_runners or 1)
+            ),
+        )
+        self.metrics.log_dict(
+            {
+                EPISODE_LEN_MEAN: length,
+                EPISODE_RETURN_MEAN: episode_return,
+                EPISODE_DURATION_SEC_MEAN: now - self._episode_starts[i],
+                EPISODE_AGENT_RETURN_MEAN: agent_returns,
+                EPISODE_AGENT_STEPS: dict.fromkeys(self.env.agents, length),
+                EPISODE_MODULE_RETURN_MEAN: module_returns,
+            },
+            window=window,
+        )
+        self.metrics.log_dict(
+            {EPISODE_LEN_MIN: length, EPISODE_RETURN_MIN: episode_return},
+            reduce="min",
+            window=window,
+        )
+        self.metrics.log_dict(
+            {EPISODE_LEN_MAX: length, EPISODE_RETURN_MAX: episode_return},
+            reduce="max",
+            window=window,
+        )
+        self.metrics.log_value(NUM_EPISODES, 1, reduce="sum")
+        self.metrics.log_value(NUM_EPISODES_LIFETIME, 1, reduce="lifetime_sum")
+        self._episode_returns[i] = 0.0
+        self._episode_lengths[i] = 0
+        self._episode_starts[i] = now
+
+    @override(EnvRunner)
+    def get_metrics(self) -> ResultDict:
+        return self.metrics.reduce()
+
+    # --- env, modules, spaces --------------------------------------------------------------
+
+    @override(EnvRunner)
+    def make_env(self) -> None:
+        """(Re)builds the env copies with the config's env creator; the next sample resets them
+        with seeds."""
+        if self.env is not None:
+            self.env.close()
+        _, creator = Algorithm._get_env_id_and_creator(self.config.env, self.config)
+        context = EnvContext(
+            self.config.env_config,
+            worker_index=self.worker_index or 0,
+            num_workers=self.config.num_env_runners,
+            remote=self.config.remote_worker_envs,
+        )
+        self.env = TeamVectorEnv(lambda: creator(context), self.config.num_envs_per_env_runner)
+        self.num_envs = self.env.num_envs
+        modules: dict[str, list[str]] = defaultdict(list)
+        for agent in self.env.agents:
+            modules[self.config.policy_mapping_fn(agent, None)].append(agent)
+        self._agents_of_module = dict(modules)
+        self._needs_initial_reset = True
+
+    @override(EnvRunner)
+    def make_module(self) -> None:
+        """The actors only (`inference_only`): the learner-only critic is left out."""
+        spec = self.config.get_multi_rl_module_spec(spaces=self.get_spaces(), inference_only=True)
+        self.module = spec.build()
+        self.module.foreach_module(lambda _, m: m.to(self._device).eval())
+
+    @override(EnvRunner)
+    def get_spaces(self) -> dict[str, Any]:
+        """Per policy module (observation space, action space), and the env's agent spaces as
+        Dicts (RLlib's `__env__` and `__env_single__` entries: one copy's spaces)."""
+        if self.env is None:
+            return self.spaces
+        env_spaces = (
+            gym.spaces.Dict(self.env.observation_spaces),
+            gym.spaces.Dict(self.env.action_spaces),
+        )
+        return {
+            INPUT_ENV_SPACES: env_spaces,
+            INPUT_ENV_SINGLE_SPACES: env_spaces,
+            **{
+                module_id: (
+                    self.env.observation_spaces[agents[0]],
+                    self.env.action_spaces[agents[0]],
+                )
+                for module_id, agents in self._agents_of_module.items()
+            },
+        }
+
+    @override(EnvRunner)
+    def assert_healthy(self) -> None:
+        assert self.env and self.module
+
+    @override(EnvRunner)
+    def stop(self) -> None:
+        if self.env is not None:
+            self.env.close()
+
+    # --- state and checkpoints -------------------------------------------------------------
+
+    @override(Checkpointable)
+    def get_state(
+        self,
+        components: str | Collection[str] | None = None,
+        *,
+        not_components: str | Collection[str] | None = None,
+        **kwargs,
+    ) -> StateDict:
+        """The lifetime env-step count, and the modules' weights with their sequence number."""
+        state: StateDict = {NUM_ENV_STEPS_SAMPLED_LIFETIME: self.num_env_steps_sampled_lifetime}
+        if self._check_component(COMPONENT_RL_MODULE, components, not_components):
+            state[COMPONENT_RL_MODULE] = self.module.get_state(
+                components=self._get_subcomponents(COMPONENT_RL_MODULE, components),
+                not_components=self._get_subcomponents(COMPONENT_RL_MODULE, not_components),
+                **kwargs,
+            )
+            state[WEIGHTS_SEQ_NO] = self._weights_seq_no
+        return state
+
+    @override(Checkpointable)
+    def set_state(self, state: StateDict) -> None:
+        """Takes new weights unless they are older than ours (RLlib's sequence-number rule)."""
+        if COMPONENT_RL_MODULE in state:
+            seq_no = state.get(WEIGHTS_SEQ_NO, 0)
+            if seq_no == 0 or self._weights_seq_no < seq_no:
+                module_state = state[COMPONENT_RL_MODULE]
+                if isinstance(module_state, ray.ObjectRef):
+                    module_state = ray.get(module_state)
+                self.module.set_state(module_state)
+            if seq_no > 0:
+                self._weights_seq_no = seq_no
+        if NUM_ENV_STEPS_SAMPLED_LIFETIME in state:
+            self.num_env_steps_sampled_lifetime = state[NUM_ENV_STEPS_SAMPLED_LIFETIME]
+
+    @override(Checkpointable)
+    def get_ctor_args_and_kwargs(self) -> tuple[tuple, dict[str, Any]]:
+        return (), {"config": self.config}
+
+    @override(Checkpointable)
+    def get_checkpointable_components(self) -> list[tuple[str, Checkpointable]]:
+        return [(COMPONENT_RL_MODULE, self.module)]
+
+
+class _Rollout:
+    """The rows of one `sample()` call: row t of every array is step t of every copy.
+
+    `obs` and `states` have one row more than steps taken (the observations after the last
+    step); arrays double their rows whenever a `num_episodes` call needs more.
+    """
+
+    def __init__(self, obs: dict[str, Obs], states: np.ndarray, capacity: int) -> None:
+        self.obs = {a: map_obs(lambda x: _empty_rows(x, capacity + 1), o) for a, o in obs.items()}
+        self.states = _empty_rows(states, capacity + 1)
+        self.actions: dict[str, np.ndarray] = {}
+        self.rewards = np.empty((capacity, len(states)))
+        self.capacity = capacity
+        self._starts = np.zeros(len(states), dtype=np.int64)  # first row of each copy's fragment
+        self._write_obs(0, obs, states)
+
+    def obs_at(self, t: int) -> dict[str, Obs]:
+        """Every agent's observations of step t (rows = copies)."""
+        return {a: map_obs(lambda x: x[t], o) for a, o in self.obs.items()}
+
+    def write(self, t: int, actions: dict[str, np.ndarray], step: TeamStep) -> None:
+        """Step t's actions and team rewards, and the observations after it (row t + 1)."""
+        if t == self.capacity:
+            self._grow()
+        for agent, rows in actions.items():
+            if agent not in self.actions:
+                self.actions[agent] = _empty_rows(rows, self.capacity)
+            self.actions[agent][t] = rows
+        self.rewards[t] = step.rewards.mean(axis=1)
+        self._write_obs(t + 1, step.obs, step.states)
+
+    def end_episode(self, t: int, i: int, step: TeamStep) -> TeamFragment:
+        """Copy i's fragment up to its episode's end at step t; its next one starts at t + 1."""
+        fragment = self._fragment(i, t + 1, step.final_states[i], bool(step.terminated[i]))
+        self._starts[i] = t + 1
+        return fragment
+
+    def cut_fragments(self, num_steps: int) -> list[TeamFragment]:
+        """Each copy's steps after its last episode end, bootstrapped from the state after them."""
+        return [
+            self._fragment(i, num_steps, self.states[num_steps, i], terminated=False)
+            for i in range(len(self._starts))
+            if self._starts[i] < num_steps
+        ]
+
+    def _fragment(
+        self, i: int, stop: int, final_state: np.ndarray, terminated: bool
+    ) -> TeamFragment:
+        rows = slice(int(self._starts[i]), stop)
+        return TeamFragment(
+            obs={a: map_obs(lambda x: x[rows, i].copy(), o) for a, o in self.obs.items()},
+            actions={a: x[rows, i].copy() for a, x in self.actions.items()},
+            states=np.concatenate([self.states[rows, i], final_state[None]]),
+            rewards=self.rewards[rows, i].copy(),
+            terminated=terminated,
+        )
+
+    def _write_obs(self, t: int, obs: dict[str, Obs], states: np.ndarray) -> None:
+        for agent, rows in obs.items():
+            if isinstance(rows, dict):
+                for key, part in rows.items():
+                    self.obs[agent][key][t] = part
+            else:
+                self.obs[agent][t] = rows
+        self.states[t] = states
+
+    def _grow(self) -> None:
+        def grow(x: np.ndarray) -> np.ndarray:
+            return np.concatenate([x, np.empty_like(x[: self.capacity])])
+
+        self.obs = {a: map_obs(grow, o) for a, o in self.obs.items()}
+        self.states = grow(self.states)
+        self.actions = {a: grow(x) for a, x in self.actions.items()}
+        self.rewards = grow(self.rewards)
+        self.capacity *= 2
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Torch on one thread meanwhile: for batches of a few dozen rows intra-op threads only add
+    synchronization, which stalls whenever other processes load the cores (Ray's EnvRunner
+    actors run on one thread anyway; this matters for sampling in the driver)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _empty_rows(rows: np.ndarray, n: int) -> np.ndarray:
+    """Room for `n` rows shaped and typed like `rows` (one row per copy)."""
+    return np.empty((n, *rows.shape), dtype=rows.dtype)
+
+
+def _concat(parts: list[Obs]) -> Obs:
+    """Observation rows of several agents stacked agent after agent."""
+    if isinstance(parts[0], dict):
+        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    return np.concatenate(parts)
