@@ -78,13 +78,11 @@ HARL's curves, ±200; see /work/shared/reference-settings.md)."""
 SMOKE_OVERRIDES: dict[str, Any] = {
     "env_runners.num_env_runners": 0,
     "env_runners.num_envs_per_env_runner": 2,
-    "env_runners.rollout_fragment_length": 100,
     "training.train_batch_size_per_learner": 200,
     "training.hidden_sizes": [16, 16],
 }
-"""`--smoke`: sampling in the driver, 2 envs x 100 steps = 200 env steps per iteration (the
-fragment set explicitly: our configs keep RLlib's base default of 200 steps per env where PPO
-derives it from the batch), tiny networks."""
+"""`--smoke`: sampling in the driver, 2 envs x 100 steps = 200 env steps per iteration, tiny
+networks."""
 
 
 def evaluation_overrides(eval_every_iterations: int, episodes: int) -> dict[str, Any]:

@@ -101,7 +101,6 @@ RAW_SIMULATOR = "mamujoco_v1 HalfCheetah 2x3 (bare parallel env)"
 SMOKE_OVERRIDES: dict[str, Any] = {
     "env_runners.num_env_runners": 0,
     "env_runners.num_envs_per_env_runner": 2,
-    "env_runners.rollout_fragment_length": 100,
     "training.train_batch_size_per_learner": 200,
     "training.hidden_sizes": [16, 16],
 }
@@ -385,7 +384,6 @@ def measure_sampling(
             **NO_EVALUATION,
             "env_runners.num_env_runners": runners,
             "env_runners.num_envs_per_env_runner": envs,
-            "env_runners.rollout_fragment_length": max(1, batch // (max(runners, 1) * envs)),
         },
     )
     algo = config.build_algo()

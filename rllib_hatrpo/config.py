@@ -53,6 +53,8 @@ class HAConfig(AlgorithmConfig):
         # HARL's MaMuJoCo settings: 20 envs × 200-step fragments = 4,000 env steps per iteration.
         self.num_envs_per_env_runner = 20
         self.train_batch_size_per_learner = 4000
+        # Fragments sized from the batch (as PPO does): runners × envs × fragment = the batch.
+        self.rollout_fragment_length = "auto"
         self.gamma = 0.99
         self.lambda_ = 0.95
         self.critic_lr = 5e-4

@@ -170,6 +170,23 @@ def test_num_episodes_returns_whole_episodes_from_the_same_seeded_resets():
     runner.stop()
 
 
+@pytest.mark.parametrize("num_env_runners", [0, 2])
+def test_a_sample_call_per_runner_adds_up_to_the_train_batch(num_env_runners):
+    config = (
+        config_for("episode_ends", num_envs=3)
+        .env_runners(num_env_runners=num_env_runners)
+        .training(train_batch_size_per_learner=60)
+    )
+    runners = [
+        TeamEnvRunner(config=config, worker_index=w)
+        for w in range(min(1, num_env_runners), num_env_runners + 1)
+    ]
+    sampled = [sum(map(len, r.sample())) for r in runners]
+    assert sampled == [60 // len(runners)] * len(runners)  # not 200 steps per env copy
+    for r in runners:
+        r.stop()
+
+
 def test_episodes_longer_than_the_preallocated_rows_are_whole():
     runner = runner_for("episode_ends", {"min_len": 300, "max_len": 700}, num_envs=3)
     episodes = runner.sample(num_episodes=2)  # past 256 steps: the preallocated rows double
