@@ -8,7 +8,7 @@ With `--local` the EnvRunner is the driver's own (num_env_runners=0) and py-spy 
 driver.
 
 Writes the raw collapsed stacks (`--raw`, py-spy's `--format raw`) and a summary (`--out`,
-default `benchmarks/results/profile_before.txt`): the sampling rate while profiled, the share
+default `benchmarks/results/profile.txt`): the sampling rate while profiled, the share
 of samples by where the leaf frame lives (simulator, torch, RLlib connectors, ...), the
 functions with the most self time and those with the most inclusive time.
 
@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=100, help="samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--local", action="store_true", help="sample in the driver")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "profile_before.txt")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "profile.txt")
     parser.add_argument("--raw", type=Path, help="default: --out with .raw.txt")
     parser.add_argument("--summarize", type=Path, help="only summarize this raw profile")
     args = parser.parse_args(argv)
