@@ -312,7 +312,8 @@ def plot(rows: Sequence[dict[str, str]], png_path: Path) -> Path:
             ax.plot(steps, [curve[s] for s in steps], color=color, alpha=0.35, lw=1)
         common = sorted(set.intersection(*(set(c) for c in curves.values())))
         means = [statistics.fmean(c[s] for c in curves.values()) for s in common]
-        ax.plot(common, means, color=color, lw=2.2, label=f"{algo} ({len(curves)} seeds)")
+        seeds = f"{len(curves)} seed" + ("s" if len(curves) > 1 else "")
+        ax.plot(common, means, color=color, lw=2.2, label=f"{algo} ({seeds})")
     ax.set_xlabel("env steps")
     ax.set_ylabel("evaluation team return (mean action)")
     ax.set_title("MaMuJoCo HalfCheetah 2x3 (obs_mode global)")
