@@ -66,9 +66,7 @@ def test_errors_come_before_any_ray_actor():
         "    assert not ray.is_initialized(), 'Ray started before the error'\n"
         "    print('rejected before Ray')\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "rejected before Ray" in out.stdout, out.stderr[-2000:]
 
 
@@ -108,7 +106,10 @@ def test_defaults_are_harl_values_and_one_module_per_agent():
     assert (cfg.line_search_steps, cfg.backtrack_coeff, cfg.accept_ratio) == (10, 0.8, 0.5)
     assert (cfg.gamma, cfg.lambda_, cfg.critic_lr, cfg.critic_epochs) == (0.99, 0.95, 5e-4, 5)
     assert (cfg.value_clip, cfg.huber_delta, cfg.use_value_norm, cfg.fixed_order) == (
-        0.2, 10.0, True, False
+        0.2,
+        10.0,
+        True,
+        False,
     )
     assert set(cfg.policies) == {"a0", "a1"}
     assert cfg.module_ids() == ["a0", "a1"]
