@@ -11,6 +11,22 @@ from rllib_hatrpo.envs import ParallelStateEnv
 TARGETS = np.array([-0.5, 0.5])
 
 
+def team_step_result(env, obs, rewards, *, terminated=False, truncated=False, info=None):
+    """PettingZoo's step return for a team whose agents all end together (each agent gets a
+    copy of `info`); the env's `agents` list is emptied when the episode ends."""
+    agents = env.agents
+    result = (
+        obs,
+        rewards,
+        {a: terminated for a in agents},
+        {a: truncated for a in agents},
+        {a: dict(info or {}) for a in agents},
+    )
+    if terminated or truncated:
+        env.agents = []
+    return result
+
+
 class RedrawEnv(ParallelEnv):
     """Two agents whose observations are redrawn (`_draw`) at every reset and step."""
 
@@ -67,15 +83,8 @@ class SumTargetEnv(RedrawEnv):
         reward = -((total - TARGETS[self._context].sum()) ** 2)
         self._t += 1
         self._draw()
-        done = self._t >= self.episode_len
-        obs = self._obs()
         rewards = {a: reward for a in self.agents}
-        terms = {a: False for a in self.agents}
-        truncs = {a: done for a in self.agents}
-        infos = {a: {} for a in self.agents}
-        if done:
-            self.agents = []
-        return obs, rewards, terms, truncs, infos
+        return team_step_result(self, self._obs(), rewards, truncated=self._t >= self.episode_len)
 
 
 def make_sum_target(config: dict) -> ParallelStateEnv:
@@ -130,15 +139,14 @@ class MaskedChoiceEnv(RedrawEnv):
         reward = float(np.mean([self.VALUES[actions[a]] for a in self.agents]))
         self._t += 1
         self._draw()
-        done = self._t >= self.episode_len
-        obs = self._obs()
         rewards = {a: reward for a in self.agents}
-        infos = {a: {"violations": violations} for a in self.agents}
-        terms = {a: False for a in self.agents}
-        truncs = {a: done for a in self.agents}
-        if done:
-            self.agents = []
-        return obs, rewards, terms, truncs, infos
+        return team_step_result(
+            self,
+            self._obs(),
+            rewards,
+            truncated=self._t >= self.episode_len,
+            info={"violations": violations},
+        )
 
 
 def make_masked_choice(config: dict) -> ParallelStateEnv:
@@ -195,14 +203,10 @@ class EpisodeEndsEnv(ParallelEnv):
         self._last = (float(actions["a0"][0]), int(actions["a1"]))
         done = self._t >= self._len
         terminated = done and self._len % 2 == 0
-        obs = self._obs()
         rewards = {"a0": float(self._t), "a1": 2.0 * self._t}
-        terms = {a: terminated for a in self.agents}
-        truncs = {a: done and not terminated for a in self.agents}
-        infos = {a: {} for a in self.agents}
-        if done:
-            self.agents = []
-        return obs, rewards, terms, truncs, infos
+        return team_step_result(
+            self, self._obs(), rewards, terminated=terminated, truncated=done and not terminated
+        )
 
 
 def make_episode_ends(config: dict) -> ParallelStateEnv:
