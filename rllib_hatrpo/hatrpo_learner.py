@@ -28,8 +28,8 @@ class HATRPOLearner(HeterogeneousAgentLearner):
             # HATRPO surrogate: E[π_new/π_old · M · A] (Kuba et al. 2022, eq. 12), this share
             return (torch.exp(logp - batch.old_logp) * weighted_advantages).mean() * batch.share
 
-        def mean_kl() -> torch.Tensor:
-            new_dist = dist_cls.from_logits(self._dist_inputs(module_id, batch.obs).double())
+        def mean_kl(dist_inputs: torch.Tensor) -> torch.Tensor:
+            new_dist = dist_cls.from_logits(dist_inputs.double())
             # mean KL(π_old ‖ π_new) in float64, this learner's share
             return old_dist.kl(new_dist).mean() * batch.share
 
@@ -37,6 +37,7 @@ class HATRPOLearner(HeterogeneousAgentLearner):
         stats = trust_region_step(
             list(module.parameters()),
             surrogate,
+            lambda: self._dist_inputs(module_id, batch.obs),
             mean_kl,
             max_kl=cfg.kl_threshold,
             cg_iters=cfg.cg_iters,

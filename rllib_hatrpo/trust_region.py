@@ -21,12 +21,19 @@ def flat_grad(
     output: Tensor,
     params: Sequence[torch.nn.Parameter],
     *,
+    grad_output: Tensor | None = None,
     create_graph: bool = False,
     retain_graph: bool | None = None,
 ) -> Tensor:
-    """Gradient of a scalar w.r.t. `params`, flattened into one vector (zeros where unused)."""
+    """Gradient of a scalar (or the vector-Jacobian product `grad_output`ᵀ d output / dθ) w.r.t.
+    `params`, flattened into one vector (zeros where unused)."""
     grads = torch.autograd.grad(
-        output, params, create_graph=create_graph, retain_graph=retain_graph, allow_unused=True
+        output,
+        params,
+        grad_output,
+        create_graph=create_graph,
+        retain_graph=retain_graph,
+        allow_unused=True,
     )
     return torch.cat(
         [
@@ -41,20 +48,27 @@ def get_flat_params(params: Sequence[torch.nn.Parameter]) -> Tensor:
     return torch.cat([p.detach().reshape(-1) for p in params]).clone()
 
 
+def unflatten(flat: Tensor, params: Sequence[torch.nn.Parameter]) -> list[Tensor]:
+    """`flat` cut into consecutive pieces shaped like `params` (views, in `flat`'s dtype)."""
+    pieces = torch.split(flat, [p.numel() for p in params])
+    return [piece.view_as(p) for piece, p in zip(pieces, params, strict=True)]
+
+
 def set_flat_params(params: Sequence[torch.nn.Parameter], flat: Tensor) -> None:
     """Copies `flat` into `params` in place (bit-exact, keeps the Parameter objects)."""
-    offset = 0
     with torch.no_grad():
-        for p in params:
-            n = p.numel()
-            p.copy_(flat[offset : offset + n].view_as(p))
-            offset += n
+        for p, piece in zip(params, unflatten(flat, params), strict=True):
+            p.copy_(piece)
 
 
 def conjugate_gradient(
     matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int, residual_tol: float = 1e-10
-) -> Tensor:
-    """Approximately solves A x = b for symmetric positive-definite A given only x -> A x."""
+) -> tuple[Tensor, Tensor]:
+    """Approximately solves A x = b for symmetric positive-definite A given only x -> A x.
+
+    Returns x and A x; the latter is b − r from the residual CG keeps anyway, so callers
+    needing xᵀAx (the TRPO step size) save one more product.
+    """
     x = torch.zeros_like(b)
     r = b.clone()
     p = b.clone()
@@ -69,22 +83,39 @@ def conjugate_gradient(
         rr_new = r @ r
         p = r + (rr_new / rr) * p  # new conjugate direction: beta = r'r_new / r'r_old
         rr = rr_new
-    return x
+    return x, b - r  # residual r = b − A x
 
 
 def fisher_vector_product(
-    kl_fn: Callable[[], Tensor], params: Sequence[torch.nn.Parameter], damping: float
+    dist_inputs: Tensor,
+    kl_fn: Callable[[Tensor], Tensor],
+    params: Sequence[torch.nn.Parameter],
+    damping: float,
 ) -> Callable[[Tensor], Tensor]:
-    """Returns v -> (H + damping·I) v, H the Hessian of the mean KL at the current params.
+    """Returns v -> (H + damping·I) v, H the Hessian of the mean KL at the old policy.
 
-    Pearlmutter's trick: H v = d/dθ (∇θ KL · v), so each product costs two backward passes.
-    `kl_fn` returns this learner's share of the mean KL; the products are summed over learners.
+    `dist_inputs` are the action distribution inputs z(θ) at the current parameters, which must
+    be the old policy's; `kl_fn(z)` is this learner's share of the mean KL(π_old ‖ π_z), and the
+    products are summed over learners. At π_old the KL is minimal, ∇_z KL = 0, so its Hessian is
+    exactly the Gauss-Newton form Jᵀ (∇²_z KL) J with J = dz/dθ (Schulman et al. 2015, App. C).
+    Each product is one Jacobian-vector product through a graph built once, a Hessian product
+    on the few distribution inputs, and one vector-Jacobian product: about half the cost of
+    differentiating ∇θ KL · v through the network again.
     """
-    kl_grad = flat_grad(kl_fn(), params, create_graph=True)
+    u = torch.zeros_like(dist_inputs, requires_grad=True)
+    # Jᵀu is linear in u: differentiating it w.r.t. u along v gives J v
+    jt_u = torch.autograd.grad(dist_inputs, params, u, create_graph=True, allow_unused=True)
+    used = [i for i, g in enumerate(jt_u) if g is not None]
+    z = dist_inputs.detach().double().requires_grad_(True)
+    kl_grad = torch.autograd.grad(kl_fn(z), z, create_graph=True)[0]
 
     def fvp(v: Tensor) -> Tensor:
-        hv = all_reduce_sum(flat_grad(kl_grad @ v.to(kl_grad.dtype), params, retain_graph=True))
-        return hv.to(v.dtype) + damping * v  # damped Fisher-vector product (H + λI) v
+        pieces = unflatten(v, params)
+        tangents = [pieces[i].to(params[i].dtype) for i in used]
+        jv = torch.autograd.grad([jt_u[i] for i in used], u, tangents, retain_graph=True)[0]
+        mjv = torch.autograd.grad(kl_grad, z, jv.double(), retain_graph=True)[0]  # ∇²_z KL · J v
+        hv = flat_grad(dist_inputs, params, grad_output=mjv.to(jv.dtype), retain_graph=True)
+        return all_reduce_sum(hv).to(v.dtype) + damping * v  # damped Fisher-vector product
 
     return fvp
 
@@ -103,7 +134,8 @@ class TrustRegionStats:
 def trust_region_step(
     params: Sequence[torch.nn.Parameter],
     surrogate_fn: Callable[[], Tensor],
-    kl_fn: Callable[[], Tensor],
+    dist_inputs_fn: Callable[[], Tensor],
+    kl_fn: Callable[[Tensor], Tensor],
     *,
     max_kl: float,
     cg_iters: int,
@@ -115,19 +147,20 @@ def trust_region_step(
 ) -> TrustRegionStats:
     """Maximizes `surrogate_fn` subject to mean KL <= `max_kl`, changing `params` in place.
 
-    `surrogate_fn` and `kl_fn` re-evaluate the current parameters each call and return this
-    learner's share of the batch mean (see `data_parallel`; the whole mean with one learner);
-    gradients, Fisher-vector products and values are summed over learners, so every learner
-    takes the same step. When no backtracked step is acceptable the parameters are restored
-    bit-for-bit.
+    `surrogate_fn` and `dist_inputs_fn` re-evaluate the current parameters each call; the policy
+    at entry is π_old. `kl_fn(dist_inputs)` is the mean KL(π_old ‖ π) of the policy with those
+    action distribution inputs. Surrogate and KL are this learner's share of the batch mean
+    (see `data_parallel`; the whole mean with one learner); gradients, Fisher-vector products
+    and values are summed over learners, so every learner takes the same step. When no
+    backtracked step is acceptable the parameters are restored bit-for-bit.
     """
     params = [p for p in params if p.requires_grad]
     surrogate_before = surrogate_fn()
     g = all_reduce_sum(flat_grad(surrogate_before, params).double())
     surrogate_before = float(all_reduce_sum(surrogate_before.detach()))
-    fvp = fisher_vector_product(kl_fn, params, cg_damping)
-    step_dir = conjugate_gradient(fvp, g, cg_iters, residual_tol)  # s ≈ H⁻¹ g
-    shs = float(step_dir @ fvp(step_dir))
+    fvp = fisher_vector_product(dist_inputs_fn(), kl_fn, params, cg_damping)
+    step_dir, h_step_dir = conjugate_gradient(fvp, g, cg_iters, residual_tol)  # s ≈ H⁻¹ g
+    shs = float(step_dir @ h_step_dir)
     old_params = get_flat_params(params)
     if not (math.isfinite(shs) and shs > 0.0):
         return TrustRegionStats(0.0, 0.0, 0.0, 0, False)
@@ -141,7 +174,7 @@ def trust_region_step(
             set_flat_params(params, old_params + fraction * full_step.to(old_params.dtype))
             improvement = float(all_reduce_sum(surrogate_fn())) - surrogate_before
             expected = expected_full * fraction
-            kl = float(all_reduce_sum(kl_fn()))
+            kl = float(all_reduce_sum(kl_fn(dist_inputs_fn())))
             if kl <= max_kl and improvement > 0.0 and improvement >= accept_ratio * expected:
                 return TrustRegionStats(kl, improvement, expected, i + 1, True)
         set_flat_params(params, old_params)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Normal, kl_divergence
 
+from rllib_hatrpo.networks import build_mlp
 from rllib_hatrpo.trust_region import (
     TrustRegionStats,
     conjugate_gradient,
@@ -67,8 +68,17 @@ class GaussianPolicy(nn.Module):
         return [self.mean.weight, self.mean.bias, self.log_std]
 
     def dist(self, obs: torch.Tensor) -> Normal:
+        return _normal(self.dist_inputs(obs))
+
+    def dist_inputs(self, obs: torch.Tensor) -> torch.Tensor:
+        """[mean, log_std] per row, RLlib's layout of a diagonal Gaussian's inputs."""
         mu = self.mean(obs)
-        return Normal(mu, self.log_std.exp().expand_as(mu))
+        return torch.cat([mu, self.log_std.expand_as(mu)], dim=-1)
+
+
+def _normal(dist_inputs: torch.Tensor) -> Normal:
+    mu, log_std = dist_inputs.chunk(2, dim=-1)
+    return Normal(mu, log_std.exp())
 
 
 def _gauss_unflatten(theta: torch.Tensor):
@@ -184,10 +194,11 @@ def test_conjugate_gradient_solves_random_spd_system(n):
     gen = torch.Generator().manual_seed(100 + n)
     a = _random_spd(n, gen)
     b = torch.randn(n, generator=gen, dtype=F64)
-    x = conjugate_gradient(lambda v: a @ v, b, iters=2 * n, residual_tol=1e-28)
+    x, ax = conjugate_gradient(lambda v: a @ v, b, iters=2 * n, residual_tol=1e-28)
     x_ref = torch.linalg.solve(a, b)
     torch.testing.assert_close(x, x_ref, rtol=1e-9, atol=1e-10)
     assert torch.linalg.norm(a @ x - b) < 1e-9
+    torch.testing.assert_close(ax, a @ x, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize("n", [5, 20])
@@ -196,7 +207,7 @@ def test_conjugate_gradient_with_exactly_n_iterations(n):
     gen = torch.Generator().manual_seed(7 + n)
     a = _random_spd(n, gen, cond_shift=2.0)
     b = torch.randn(n, generator=gen, dtype=F64)
-    x = conjugate_gradient(lambda v: a @ v, b, iters=n, residual_tol=1e-28)
+    x, _ = conjugate_gradient(lambda v: a @ v, b, iters=n, residual_tol=1e-28)
     torch.testing.assert_close(x, torch.linalg.solve(a, b), rtol=1e-7, atol=1e-8)
 
 
@@ -215,7 +226,9 @@ def test_conjugate_gradient_few_iterations_reduce_error_monotonically():
     prev_err = a_norm_err(torch.zeros(n, dtype=F64))
     init_res = float(torch.linalg.norm(b))
     for k in range(1, 11):
-        x = conjugate_gradient(lambda v: a @ v, b, iters=k, residual_tol=0.0)
+        x, ax = conjugate_gradient(lambda v: a @ v, b, iters=k, residual_tol=0.0)
+        # the A x CG returns (b − its tracked residual) is the true product, however early it stops
+        torch.testing.assert_close(ax, a @ x, rtol=0, atol=1e-9)
         err = a_norm_err(x)
         # CG minimizes the A-norm error over a growing Krylov space: non-increasing in k
         assert err <= prev_err * (1 + 1e-12)
@@ -228,7 +241,7 @@ def test_conjugate_gradient_one_iteration_is_steepest_descent_step():
     gen = torch.Generator().manual_seed(4)
     a = _random_spd(6, gen)
     b = torch.randn(6, generator=gen, dtype=F64)
-    x = conjugate_gradient(lambda v: a @ v, b, iters=1)
+    x, _ = conjugate_gradient(lambda v: a @ v, b, iters=1)
     alpha = (b @ b) / (b @ a @ b)
     torch.testing.assert_close(x, alpha * b, rtol=1e-14, atol=0)
 
@@ -240,10 +253,12 @@ def test_conjugate_gradient_zero_rhs_and_zero_iterations():
         calls.append(v)
         return v
 
-    assert torch.equal(conjugate_gradient(matvec, torch.zeros(4, dtype=F64), 10), torch.zeros(4))
+    x, ax = conjugate_gradient(matvec, torch.zeros(4, dtype=F64), 10)
+    assert torch.equal(x, torch.zeros(4)) and torch.equal(ax, torch.zeros(4))
     assert calls == []  # already converged: no product needed
     b = torch.ones(3, dtype=F64)
-    assert torch.equal(conjugate_gradient(matvec, b, 0), torch.zeros(3, dtype=F64))
+    x, ax = conjugate_gradient(matvec, b, 0)
+    assert torch.equal(x, torch.zeros(3, dtype=F64)) and torch.equal(ax, torch.zeros(3))
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,10 +275,10 @@ def test_fisher_vector_product_equals_kl_hessian_gaussian(damping):
     with torch.no_grad():
         mu_old = pol.mean(obs).clone()
         ls_old = pol.log_std.clone()
+        old = pol.dist(obs)
 
-    def kl_fn():
-        old = Normal(mu_old, ls_old.exp().expand_as(mu_old))
-        return kl_divergence(old, pol.dist(obs)).sum(-1).mean()
+    def kl_fn(dist_inputs):
+        return kl_divergence(old, _normal(dist_inputs)).sum(-1).mean()
 
     theta0 = _flat(params)
 
@@ -274,7 +289,7 @@ def test_fisher_vector_product_equals_kl_hessian_gaussian(damping):
     hess = torch.autograd.functional.hessian(kl_of_theta, theta0)
     assert hess.shape == (theta0.numel(), theta0.numel())
 
-    fvp = fisher_vector_product(kl_fn, params, damping)
+    fvp = fisher_vector_product(pol.dist_inputs(obs), kl_fn, params, damping)
     gen = torch.Generator().manual_seed(11)
     for _ in range(3):  # several products on the same graph
         v = torch.randn(theta0.numel(), generator=gen, dtype=F64)
@@ -300,8 +315,8 @@ def test_fisher_vector_product_equals_kl_hessian_categorical(damping):
     with torch.no_grad():
         logits_old = pol.logits(obs).clone()
 
-    def kl_fn():
-        return kl_divergence(Categorical(logits=logits_old), pol.dist(obs)).mean()
+    def kl_fn(logits):
+        return kl_divergence(Categorical(logits=logits_old), Categorical(logits=logits)).mean()
 
     theta0 = _flat(params)
     hess = torch.autograd.functional.hessian(
@@ -323,11 +338,60 @@ def test_fisher_vector_product_equals_kl_hessian_categorical(damping):
     fisher /= obs.shape[0]
     torch.testing.assert_close(hess, fisher, rtol=0, atol=1e-12)
 
-    fvp = fisher_vector_product(kl_fn, params, damping)
+    fvp = fisher_vector_product(pol.logits(obs), kl_fn, params, damping)
     gen = torch.Generator().manual_seed(21)
     for _ in range(3):
         v = torch.randn(theta0.numel(), generator=gen, dtype=F64)
         torch.testing.assert_close(fvp(v), hess @ v + damping * v, rtol=0, atol=1e-10)
+
+
+class LayerNormGaussianPolicy(nn.Module):
+    """HARL's actor body (LayerNorm, then Linear, ReLU, LayerNorm per layer) with a Gaussian
+    head, plus a parameter the outputs do not depend on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = build_mlp(OBS_DIM, [5, 4]).double()
+        for layer in self.body:  # LayerNorm affine parameters away from their identity init
+            if isinstance(layer, nn.LayerNorm):
+                nn.init.normal_(layer.weight, 1.0, 0.3)
+                nn.init.normal_(layer.bias, 0.0, 0.3)
+        self.head = nn.Linear(4, ACT_DIM).double()
+        self.log_std = nn.Parameter(0.2 * torch.randn(ACT_DIM, dtype=F64))
+        self.unused = nn.Parameter(torch.randn(3, dtype=F64))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        mu = self.head(self.body(obs))
+        return torch.cat([mu, self.log_std.expand_as(mu)], dim=-1)
+
+
+def test_fisher_vector_product_equals_kl_hessian_through_a_layer_norm_mlp():
+    torch.manual_seed(30)
+    pol = LayerNormGaussianPolicy()
+    names, params = zip(*pol.named_parameters(), strict=True)
+    obs = torch.randn(11, OBS_DIM, dtype=F64)
+    with torch.no_grad():
+        old = _normal(pol(obs))
+
+    def kl_fn(dist_inputs):
+        return kl_divergence(old, _normal(dist_inputs)).sum(-1).mean()
+
+    def kl_of_theta(theta):
+        pieces = torch.split(theta, [p.numel() for p in params])
+        weights = {n: t.view_as(p) for n, t, p in zip(names, pieces, params, strict=True)}
+        return kl_fn(torch.func.functional_call(pol, weights, (obs,)))
+
+    hess = torch.autograd.functional.hessian(kl_of_theta, _flat(params))
+    fvp = fisher_vector_product(pol(obs), kl_fn, params, 0.0)
+    gen = torch.Generator().manual_seed(31)
+    for _ in range(3):
+        v = torch.randn(len(hess), generator=gen, dtype=F64)
+        torch.testing.assert_close(fvp(v), hess @ v, rtol=0, atol=1e-10)
+    # the unused parameter has zero rows in the Hessian and in the products
+    start = sum(p.numel() for p in params[: names.index("unused")])
+    rows = slice(start, start + pol.unused.numel())
+    assert torch.count_nonzero(hess[rows]) == 0
+    assert torch.count_nonzero(fvp(torch.ones(len(hess), dtype=F64))[rows]) == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,13 +420,14 @@ def test_trust_region_step_linear_surrogate_quadratic_kl_takes_closed_form_step(
     a, g, theta0, theta = _toy()
     max_kl = 0.02
 
-    def kl_fn():
-        d = theta - theta0
+    def kl_fn(z):  # the "distribution inputs" of these toys are the parameters themselves
+        d = z - theta0
         return 0.5 * d @ a @ d  # Hessian at theta0 is exactly A
 
     stats = trust_region_step(
         [theta],
         lambda: g @ theta,
+        lambda: theta,
         kl_fn,
         max_kl=max_kl,
         line_search_steps=10,
@@ -392,14 +457,15 @@ def test_trust_region_step_backtracks_until_kl_fits():
     a, g, theta0, theta = _toy(n=4, seed=1)
     max_kl, c, b = 0.1, 100.0, 0.5
 
-    def kl_fn():
-        d = theta - theta0
+    def kl_fn(z):  # the "distribution inputs" of these toys are the parameters themselves
+        d = z - theta0
         q = d @ a @ d
         return 0.5 * q + c * q**2
 
     stats = trust_region_step(
         [theta],
         lambda: g @ theta,
+        lambda: theta,
         kl_fn,
         max_kl=max_kl,
         line_search_steps=10,
@@ -427,8 +493,8 @@ def test_trust_region_step_rejects_when_kl_never_fits_and_restores_bit_exact():
 
     seen = []
 
-    def kl_fn():
-        d = theta - theta0
+    def kl_fn(z):  # the "distribution inputs" of these toys are the parameters themselves
+        d = z - theta0
         q = d @ a @ d
         return 0.5 * q + c * q**2
 
@@ -440,6 +506,7 @@ def test_trust_region_step_rejects_when_kl_never_fits_and_restores_bit_exact():
     stats = trust_region_step(
         [theta],
         surrogate_fn,
+        lambda: theta,
         kl_fn,
         max_kl=max_kl,
         line_search_steps=1,
@@ -471,7 +538,8 @@ def test_trust_region_step_rejects_concave_surrogate_with_accept_ratio_one():
     stats = trust_region_step(
         [theta],
         surrogate_fn,
-        lambda: 0.5 * (theta - theta0) @ a @ (theta - theta0),
+        lambda: theta,
+        lambda z: 0.5 * (z - theta0) @ a @ (z - theta0),
         max_kl=max_kl,
         line_search_steps=steps,
         accept_ratio=1.0,
@@ -510,9 +578,12 @@ def _gauss_problem(seed: int, n: int = 64, zero_adv: bool = False):
         logp = pol.dist(obs).log_prob(actions).sum(-1)
         return (torch.exp(logp - logp_old) * adv).mean()
 
-    def kl_fn():
+    def dist_inputs_fn():
+        return pol.dist_inputs(obs)
+
+    def kl_fn(dist_inputs):
         old = Normal(mu_old, ls_old.exp().expand_as(mu_old))
-        return kl_divergence(old, pol.dist(obs)).sum(-1).mean()
+        return kl_divergence(old, _normal(dist_inputs)).sum(-1).mean()
 
     # independent closed-form versions as functions of the flat parameter vector
     def surr_of_theta(theta):
@@ -523,7 +594,7 @@ def _gauss_problem(seed: int, n: int = 64, zero_adv: bool = False):
         mu, ls = _gauss_mu_logstd(theta, obs)
         return _gauss_kl(mu_old, ls_old, mu, ls).mean()
 
-    return pol, surrogate_fn, kl_fn, surr_of_theta, kl_of_theta
+    return pol, surrogate_fn, (dist_inputs_fn, kl_fn), surr_of_theta, kl_of_theta
 
 
 @pytest.mark.parametrize(
@@ -531,7 +602,7 @@ def _gauss_problem(seed: int, n: int = 64, zero_adv: bool = False):
     [(0, 0.01, 0.1, 0.5), (1, 0.01, 0.0, 0.1), (2, 0.3, 0.1, 0.5), (3, 2.0, 0.1, 0.5)],
 )
 def test_trust_region_step_gaussian_policy(seed, max_kl, damping, accept_ratio):
-    pol, surrogate_fn, kl_fn, surr_of_theta, kl_of_theta = _gauss_problem(seed)
+    pol, surrogate_fn, kl_fns, surr_of_theta, kl_of_theta = _gauss_problem(seed)
     params = pol.param_list()
     theta0 = _flat(params)
     b, steps = 0.5, 15
@@ -539,7 +610,7 @@ def test_trust_region_step_gaussian_policy(seed, max_kl, damping, accept_ratio):
     stats = trust_region_step(
         params,
         surrogate_fn,
-        kl_fn,
+        *kl_fns,
         max_kl=max_kl,
         cg_iters=40,
         cg_damping=damping,
@@ -585,12 +656,12 @@ def test_trust_region_step_gaussian_policy(seed, max_kl, damping, accept_ratio):
 
 def test_trust_region_step_gaussian_large_kl_needs_backtracking():
     # With a huge trust region the quadratic KL model is far off, so the full step overshoots.
-    pol, surrogate_fn, kl_fn, _, kl_of_theta = _gauss_problem(4)
+    pol, surrogate_fn, kl_fns, _, kl_of_theta = _gauss_problem(4)
     params = pol.param_list()
     stats = trust_region_step(
         params,
         surrogate_fn,
-        kl_fn,
+        *kl_fns,
         max_kl=20.0,
         cg_iters=40,
         cg_damping=0.0,
@@ -604,12 +675,12 @@ def test_trust_region_step_gaussian_large_kl_needs_backtracking():
 
 
 def test_trust_region_step_zero_advantages_leaves_params_bit_identical():
-    pol, surrogate_fn, kl_fn, *_ = _gauss_problem(5, zero_adv=True)
+    pol, surrogate_fn, kl_fns, *_ = _gauss_problem(5, zero_adv=True)
     before = [p.detach().clone() for p in pol.parameters()]
     stats = trust_region_step(
         pol.param_list(),
         surrogate_fn,
-        kl_fn,
+        *kl_fns,
         **DEFAULT_STEP,
     )
     assert not stats.step_accepted
@@ -619,14 +690,14 @@ def test_trust_region_step_zero_advantages_leaves_params_bit_identical():
 
 
 def test_trust_region_step_skips_frozen_parameters():
-    pol, surrogate_fn, kl_fn, _, kl_of_theta = _gauss_problem(6)
+    pol, surrogate_fn, kl_fns, _, kl_of_theta = _gauss_problem(6)
     pol.log_std.requires_grad_(False)
     log_std_before = pol.log_std.detach().clone()
     w_before = pol.mean.weight.detach().clone()
     stats = trust_region_step(
         pol.param_list(),
         surrogate_fn,
-        kl_fn,
+        *kl_fns,
         **DEFAULT_STEP,
     )
     assert stats.step_accepted
