@@ -9,7 +9,10 @@ One run measures, on the same env, machine, batch and EnvRunner count:
    the ceiling the sampling ratio is computed against.
 2. For each algorithm (`benchmarks/baselines.py`: HATRPO and HAPPO with HARL's settings from
    `tune_configs/`, PPO the HARL-MAPPO-like baseline, PPO-default RLlib's own defaults for
-   reference): `--warmup` training iterations, then `--iterations` timed ones. Reported:
+   reference): `--warmup` training iterations, then `--iterations` timed ones, each preceded
+   (untimed) by `--raw-steps` steps of the bare mamujoco_v1 env in every EnvRunner's process.
+   The host's speed drifts by up to half within minutes, so the sampling ratio divides by the
+   median of these measurements, taken on the sampling cores next to the sampling. Reported:
    * whole loop: env steps sampled in the timed iterations / their wall time (`algo.train()`);
    * sampling: the same env steps / the time spent in `synchronous_parallel_sample`, which
      both RLlib's PPO and our `training_step` call once per iteration (the benchmark wraps the
@@ -28,8 +31,9 @@ One run measures, on the same env, machine, batch and EnvRunner count:
      MuJoCo's libraries) once per process, as `ps` and the issue's figure do.
 3. Sampling scaling: HATRPO's EnvRunners alone (`synchronous_parallel_sample` of one train
    batch, `--scaling-repeats` times after one warm-up) for every `num_env_runners` x
-   `num_envs_per_env_runner` of `--scaling-runners` x `--scaling-envs`, the rollout fragment
-   set to batch / (runners x envs) so every call samples one train batch.
+   `num_envs_per_env_runner` of `--scaling-runners` x `--scaling-envs` (the "auto" rollout
+   fragment is batch / (runners x envs), so every call samples one train batch), with the raw
+   rate measured on the EnvRunners before each call as above.
 
 Targets of the issue, reported here and not asserted: whole-loop HATRPO ≥ 3x PPO's; sampling
 ≥ 50% of the raw simulator rate per EnvRunner core; peak memory no higher than PPO's.
@@ -53,6 +57,7 @@ import functools
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import threading
@@ -82,6 +87,7 @@ CSV_FIELDS = [
     "env_steps_per_s",
     "iteration_s",
     "sample_env_steps_per_s",
+    "raw_sim_env_steps_per_s",
     "learn_s_per_iteration",
     "whole_vs_ppo",
     "sample_vs_raw_per_runner",
@@ -113,21 +119,48 @@ NO_EVALUATION: dict[str, Any] = {"evaluation": {}}
 # --- raw simulator ---------------------------------------------------------------------------
 
 
+def multi_agent_seconds(env: Any, space_of: Callable[[str], Any], steps: int, seed: int) -> float:
+    """Seconds `env` (a parallel env) takes for `steps` steps with uniformly random actions,
+    drawn before timing; resets after an episode end are timed."""
+    import numpy as np
+
+    agents = list(env.possible_agents)
+    spaces = {a: space_of(a) for a in agents}
+    rng = np.random.default_rng(seed)
+    actions = {
+        a: rng.uniform(s.low, s.high, (steps, *s.shape)).astype(s.dtype) for a, s in spaces.items()
+    }
+    env.reset(seed=seed)
+    start = time.perf_counter()
+    for t in range(steps):
+        _, _, terminated, truncated, _ = env.step({a: actions[a][t] for a in agents})
+        if any(terminated.values()) or any(truncated.values()):
+            env.reset()
+    elapsed = time.perf_counter() - start
+    env.close()
+    return elapsed
+
+
+def raw_simulator_rate(steps: int, seed: int = 0) -> float:
+    """Env steps per second of :data:`RAW_SIMULATOR` in this process, now."""
+    from gymnasium_robotics import mamujoco_v1
+
+    bare = mamujoco_v1.parallel_env("HalfCheetah", "2x3")
+    return steps / multi_agent_seconds(bare, bare.action_space, steps, seed)
+
+
 def simulator_rates(steps: int, seed: int = 0) -> list[dict[str, Any]]:
     """Env steps per second with random actions for the three simulator layers (see the
     module docstring); each env is reset whenever its episode ends, and resets are timed."""
     import gymnasium as gym
     import numpy as np
-    from gymnasium_robotics import mamujoco_v1
 
     from rllib_hatrpo.envs.mamujoco import make_mamujoco_env
-
-    rng = np.random.default_rng(seed)
-    rows = []
 
     def single_agent() -> float:
         env = gym.make("HalfCheetah-v5")
         space = env.action_space
+        rng = np.random.default_rng(seed)
         actions = rng.uniform(space.low, space.high, (steps, *space.shape)).astype(space.dtype)
         env.reset(seed=seed)
         start = time.perf_counter()
@@ -139,43 +172,36 @@ def simulator_rates(steps: int, seed: int = 0) -> list[dict[str, Any]]:
         env.close()
         return elapsed
 
-    def multi_agent(env: Any, agents: Sequence[str], space_of: Callable[[str], Any]) -> float:
-        spaces = {a: space_of(a) for a in agents}
-        actions = {
-            a: rng.uniform(s.low, s.high, (steps, *s.shape)).astype(s.dtype)
-            for a, s in spaces.items()
-        }
-        env.reset(seed=seed)
-        start = time.perf_counter()
-        for t in range(steps):
-            _, _, terminated, truncated, _ = env.step({a: actions[a][t] for a in agents})
-            if any(terminated.values()) or any(truncated.values()):
-                env.reset()
-        elapsed = time.perf_counter() - start
-        env.close()
-        return elapsed
-
-    bare = mamujoco_v1.parallel_env("HalfCheetah", "2x3")
     ours = make_mamujoco_env({"scenario": "HalfCheetah", "agent_conf": "2x3", "obs_mode": "global"})
-    timings = {
-        "gymnasium HalfCheetah-v5 (single agent)": single_agent(),
-        RAW_SIMULATOR: multi_agent(bare, list(bare.possible_agents), bare.action_space),
-        "rllib_hatrpo mamujoco env (obs_mode global)": multi_agent(
-            ours, list(ours.possible_agents), ours.get_action_space
-        ),
+    rates = {
+        "gymnasium HalfCheetah-v5 (single agent)": steps / single_agent(),
+        RAW_SIMULATOR: raw_simulator_rate(steps, seed),
+        "rllib_hatrpo mamujoco env (obs_mode global)": steps
+        / multi_agent_seconds(ours, ours.get_action_space, steps, seed),
     }
-    for name, seconds in timings.items():
-        rows.append(
-            {
-                "section": "simulator",
-                "name": name,
-                "env_steps": steps,
-                "seconds": round(seconds, 3),
-                "env_steps_per_s": round(steps / seconds, 1),
-                "timing": "perf_counter around env.step (random actions, one core)",
-            }
-        )
-    return rows
+    return [
+        {
+            "section": "simulator",
+            "name": name,
+            "env_steps": steps,
+            "seconds": round(steps / rate, 3),
+            "env_steps_per_s": round(rate, 1),
+            "timing": "perf_counter around env.step (random actions, one core)",
+        }
+        for name, rate in rates.items()
+    ]
+
+
+def env_runner_raw_rate(algo: Any, steps: int) -> float:
+    """:func:`raw_simulator_rate` measured in every EnvRunner's process at once (in the driver
+    when it samples itself), averaged: the ceiling of each sampling core at this moment."""
+    group = algo.env_runner_group
+    if group.num_remote_env_runners() == 0:
+        return raw_simulator_rate(steps)
+    rates = group.foreach_env_runner(
+        lambda _runner: raw_simulator_rate(steps), local_env_runner=False
+    )
+    return sum(rates) / len(rates)
 
 
 # --- memory of the process tree --------------------------------------------------------------
@@ -315,9 +341,11 @@ def measure_algorithm(
     warmup: int,
     iterations: int,
     mem_interval: float,
+    raw_steps: int,
 ) -> dict[str, Any]:
     """Builds `name`'s config, trains `warmup` + `iterations` iterations and returns the
-    timed iterations' figures and the peak memory (needs Ray initialised)."""
+    timed iterations' figures and the peak memory (needs Ray initialised). Before each timed
+    iteration the EnvRunners measure the raw simulator rate (`raw_steps` steps, untimed)."""
     from ray.rllib.utils.metrics import ENV_RUNNER_SAMPLING_TIMER, TIMERS
 
     memory = TreeMemory(mem_interval)
@@ -332,8 +360,9 @@ def measure_algorithm(
             algo.train()
         timer.reset()
         steps_before = _lifetime_env_steps(algo)
-        iteration_s, result_sample_s = 0.0, 0.0
+        iteration_s, result_sample_s, raw_rates = 0.0, 0.0, []
         for _ in range(iterations):
+            raw_rates.append(env_runner_raw_rate(algo, raw_steps))
             start = time.perf_counter()
             result = algo.train()
             iteration_s += time.perf_counter() - start
@@ -354,6 +383,7 @@ def measure_algorithm(
         "env_steps_per_s": round(steps / iteration_s, 1),
         "iteration_s": round(iteration_s / iterations, 2),
         "sample_env_steps_per_s": round(steps / sample_s, 1) if sample_s else "",
+        "raw_sim_env_steps_per_s": round(statistics.median(raw_rates), 1),
         "learn_s_per_iteration": round(timer.learn_s / iterations, 2),
         "peak_rss_algorithm_mb": _mb(memory.peak_algorithm),
         "peak_rss_all_mb": _mb(memory.peak_all),
@@ -361,7 +391,8 @@ def measure_algorithm(
         "peak_rss_env_runners_mb": _mb(memory.peak_role.get("env_runners", 0)),
         "build_s": round(build_s, 1),
         "timing": f"{warmup} warm-up + {iterations} timed iterations; sampling: "
-        f"{timer.sample_source}",
+        f"{timer.sample_source}; raw simulator: median of {iterations} measurements on the "
+        "EnvRunners between iterations",
     }
 
 
@@ -369,10 +400,11 @@ def measure_algorithm(
 
 
 def measure_sampling(
-    runners: int, envs: int, overrides: dict[str, Any], *, repeats: int
+    runners: int, envs: int, overrides: dict[str, Any], *, repeats: int, raw_steps: int
 ) -> dict[str, Any]:
     """HATRPO's EnvRunners sampling one train batch per call, `repeats` timed calls after one
-    warm-up (needs Ray initialised with at least `runners` CPUs)."""
+    warm-up (needs Ray initialised with at least `runners` CPUs); before each call the
+    EnvRunners measure the raw simulator rate as in :func:`measure_algorithm`."""
     from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 
     base = algorithm_config(REFERENCE, {**overrides, **NO_EVALUATION})
@@ -399,9 +431,12 @@ def measure_sampling(
 
     try:
         sample()
-        start = time.perf_counter()
-        steps = sum(sample() for _ in range(repeats))
-        seconds = time.perf_counter() - start
+        steps, seconds, raw_rates = 0, 0.0, []
+        for _ in range(repeats):
+            raw_rates.append(env_runner_raw_rate(algo, raw_steps))
+            start = time.perf_counter()
+            steps += sample()
+            seconds += time.perf_counter() - start
     finally:
         algo.stop()
     return {
@@ -412,8 +447,9 @@ def measure_sampling(
         "env_steps": steps,
         "seconds": round(seconds, 2),
         "env_steps_per_s": round(steps / seconds, 1),
+        "raw_sim_env_steps_per_s": round(statistics.median(raw_rates), 1),
         "timing": f"1 warm-up + {repeats} timed calls of synchronous_parallel_sample "
-        f"({batch} env steps each)",
+        f"({batch} env steps each), the raw simulator measured on the EnvRunners before each",
     }
 
 
@@ -456,10 +492,13 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
                     warmup=job["warmup"],
                     iterations=job["iterations"],
                     mem_interval=job["mem_interval"],
+                    raw_steps=job["raw_steps"],
                 )
             ]
         return [
-            measure_sampling(r, e, job["overrides"], repeats=job["repeats"])
+            measure_sampling(
+                r, e, job["overrides"], repeats=job["repeats"], raw_steps=job["raw_steps"]
+            )
             for r in job["runners"]
             for e in job["envs"]
         ]
@@ -488,14 +527,17 @@ def run_job_isolated(job: dict[str, Any], log: Callable[[str], None]) -> list[di
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
     """Whole-loop throughput and memory relative to PPO; sampling relative to the raw
-    simulator rate times the number of EnvRunners (sampling in the driver counts as one)."""
-    raw = next((r["env_steps_per_s"] for r in rows if r["name"] == RAW_SIMULATOR), None)
+    simulator rate times the number of EnvRunners (sampling in the driver counts as one). The
+    raw rate is the row's own, measured on its EnvRunners next to its sampling, where it has
+    one, else the simulator section's."""
+    ceiling = next((r["env_steps_per_s"] for r in rows if r["name"] == RAW_SIMULATOR), None)
     ppo = next((r for r in rows if r["section"] == "algorithm" and r["name"] == PPO_BASELINE), None)
     for row in rows:
         runners = max(int(row.get("num_env_runners") or 0), 1)
         rate = row.get("sample_env_steps_per_s") or (
             row["env_steps_per_s"] if row["section"] == "scaling" else None
         )
+        raw = row.get("raw_sim_env_steps_per_s") or ceiling
         if raw and rate:
             row["sample_vs_raw_per_runner"] = round(rate / (raw * runners), 3)
         if row["section"] == "algorithm" and ppo:
@@ -528,9 +570,9 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
     out += [
         "",
         "| algorithm | runners × envs | whole loop env steps/s | × PPO | sampling env steps/s "
-        "| sampling / raw sim per runner | learning s/iter | iteration s | peak RSS algorithm MB "
-        "| peak RSS all MB | memory × PPO |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| raw sim on the runners' cores | sampling / raw sim per runner | learning s/iter "
+        "| iteration s | peak RSS algorithm MB | peak RSS all MB | memory × PPO |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if r["section"] != "algorithm":
@@ -539,6 +581,7 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {r['name']} | {r['num_env_runners']} × {r['num_envs_per_env_runner']} "
             f"| {_fmt(r['env_steps_per_s'])} | {_fmt(r.get('whole_vs_ppo'), '.2f')} "
             f"| {_fmt(r.get('sample_env_steps_per_s'))} "
+            f"| {_fmt(r.get('raw_sim_env_steps_per_s'))} "
             f"| {_fmt(r.get('sample_vs_raw_per_runner'), '.0%')} "
             f"| {_fmt(r['learn_s_per_iteration'], '.2f')} | {_fmt(r['iteration_s'], '.2f')} "
             f"| {_fmt(r['peak_rss_algorithm_mb'])} | {_fmt(r['peak_rss_all_mb'])} "
@@ -549,14 +592,15 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
         out += [
             "",
             "| HATRPO sampling: EnvRunners × envs each | env steps/s | per EnvRunner "
-            "| / raw sim per EnvRunner |",
-            "|---|---:|---:|---:|",
+            "| raw sim per EnvRunner core | / raw sim per EnvRunner |",
+            "|---|---:|---:|---:|---:|",
         ]
     for r in scaling:
         runners = max(int(r["num_env_runners"]), 1)
         out.append(
             f"| {r['num_env_runners']} × {r['num_envs_per_env_runner']} "
             f"| {_fmt(r['env_steps_per_s'])} | {_fmt(r['env_steps_per_s'] / runners)} "
+            f"| {_fmt(r.get('raw_sim_env_steps_per_s'))} "
             f"| {_fmt(r.get('sample_vs_raw_per_runner'), '.0%')} |"
         )
     out += ["", *targets(rows)]
@@ -629,6 +673,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     parser.add_argument("--iterations", type=int, default=3, help="timed iterations")
     parser.add_argument("--sim-steps", type=int, default=20_000)
+    parser.add_argument(
+        "--raw-steps",
+        type=int,
+        default=3_000,
+        help="steps of each raw-simulator measurement on the EnvRunners, between iterations",
+    )
     parser.add_argument("--scaling-runners", nargs="*", type=int, default=[1, 2])
     parser.add_argument("--scaling-envs", nargs="*", type=int, default=[1, 10, 20])
     parser.add_argument("--scaling-repeats", type=int, default=2)
@@ -658,7 +708,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.smoke:
-        args.warmup, args.iterations, args.sim_steps = 1, 1, 300
+        args.warmup, args.iterations, args.sim_steps, args.raw_steps = 1, 1, 300, 100
         args.scaling_runners, args.scaling_envs, args.scaling_repeats = [0], [1, 2], 1
         args.in_process = True
         args.algos = args.algos or [a for a in ALGORITHMS if a != PPO_DEFAULTS]
@@ -687,6 +737,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "warmup": args.warmup,
             "iterations": args.iterations,
             "mem_interval": args.mem_interval,
+            "raw_steps": args.raw_steps,
             "num_cpus": args.num_cpus,
             "torch_threads": args.torch_threads,
         }
@@ -700,6 +751,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "runners": args.scaling_runners,
                 "envs": args.scaling_envs,
                 "repeats": args.scaling_repeats,
+                "raw_steps": args.raw_steps,
                 "overrides": scaling_overrides,
                 "num_cpus": args.num_cpus,
                 "torch_threads": args.torch_threads,

@@ -71,7 +71,12 @@ def test_throughput_smoke_writes_tables(tmp_path):
     assert set(algos) == set(SMOKE_ALGOS)
     for row in algos.values():
         assert int(row["env_steps"]) == 200  # one timed iteration of the smoke batch
-        for key in ("env_steps_per_s", "sample_env_steps_per_s", "peak_rss_algorithm_mb"):
+        for key in (
+            "env_steps_per_s",
+            "sample_env_steps_per_s",
+            "raw_sim_env_steps_per_s",
+            "peak_rss_algorithm_mb",
+        ):
             assert float(row[key]) > 0, key
         assert float(row["peak_rss_all_mb"]) >= float(row["peak_rss_algorithm_mb"])
         assert "sampling: wrapped" in row["timing"]
@@ -81,7 +86,9 @@ def test_throughput_smoke_writes_tables(tmp_path):
         ("0", "1"),
         ("0", "2"),
     ]
-    assert all(float(r["sample_vs_raw_per_runner"]) > 0 for r in scaling)
+    for r in scaling:  # the ratio to the raw rate measured beside the sampling
+        ratio = float(r["env_steps_per_s"]) / float(r["raw_sim_env_steps_per_s"])
+        assert float(r["sample_vs_raw_per_runner"]) == pytest.approx(ratio, abs=1e-3)
     markdown = (tmp_path / "throughput.md").read_text()
     assert "Targets (issue 6" in markdown and "whole-loop HATRPO ≥ 3× PPO" in stdout
 
@@ -116,11 +123,18 @@ def test_throughput_ratios():
             "peak_rss_algorithm_mb": 800.0,
         },
         {"section": "scaling", "num_env_runners": 2, "env_steps_per_s": 1200.0},
+        {
+            "section": "scaling",
+            "num_env_runners": 2,
+            "env_steps_per_s": 1200.0,
+            "raw_sim_env_steps_per_s": 800.0,
+        },
     ]
     throughput.add_ratios(rows)
     assert rows[2]["whole_vs_ppo"] == 3.5 and rows[2]["memory_vs_ppo"] == 0.8
     assert rows[2]["sample_vs_raw_per_runner"] == 0.6
     assert rows[3]["sample_vs_raw_per_runner"] == 0.6
+    assert rows[4]["sample_vs_raw_per_runner"] == 0.75  # its own raw rate, not the section's
     assert [line.split(" — ")[-1] for line in throughput.targets(rows)[2:]] == ["met"] * 3
 
 
