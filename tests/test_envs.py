@@ -192,9 +192,32 @@ def test_each_valid_pair_constructs(scenario: str, conf: str | None) -> None:
     validate_mamujoco_config(config)
     env = make_mamujoco_env(config)
     obs, infos = env.reset(seed=0)
+    _assert_library_action_mapping(env)
     env.step(_random_actions(env))
     assert set(obs) == set(env.possible_agents)
     env.close()
+
+
+def _assert_library_action_mapping(env: ParallelStateEnv) -> None:
+    """The env maps local actions to the global one exactly as the library's own method."""
+    library = mujoco_multi.MultiAgentMujocoEnv.map_local_actions_to_global_action
+    # multi-agent envs carry their own mapping (precomputed indices), not the library's loop
+    assert ("map_local_actions_to_global_action" in vars(env.par_env)) == (len(env.agents) > 1)
+    for _ in range(3):
+        actions = _random_actions(env)
+        ours = env.par_env.map_local_actions_to_global_action(actions)
+        expected = library(env.par_env, actions)
+        assert ours.dtype == expected.dtype
+        np.testing.assert_array_equal(ours, expected)
+
+
+def test_factorization_leaving_an_actuator_undriven_is_rejected() -> None:
+    factorization = single_joint_factorization("Walker2d")
+    factorization["partition"] = factorization["partition"][:-1]
+    with pytest.raises(ValueError, match="every one of the 6 actuators.*exactly one body part"):
+        make_mamujoco_env(
+            {"scenario": "Walker2d", "agent_conf": "5x1", "agent_factorization": factorization}
+        )
 
 
 @pytest.mark.parametrize(("scenario", "n_agents"), [("Walker2d", 6), ("Humanoid", 17)])
@@ -206,6 +229,7 @@ def test_agent_factorization(scenario: str, n_agents: int) -> None:
     assert len(env.possible_agents) == n_agents
     assert all(space.shape == (1,) for space in env.action_spaces.values())
     obs, _ = env.reset(seed=0)
+    _assert_library_action_mapping(env)
     _, rews, _, _, infos = env.step(_random_actions(env))
     assert set(rews) == set(env.possible_agents)
     assert infos["agent_0"][GLOBAL_STATE_KEY].shape == env.state_space.shape

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -167,6 +167,37 @@ def standardize(x: np.ndarray) -> np.ndarray:
     return centered / (np.sqrt(np.add.reduce(centered * centered) / x.size) + 1e-8)
 
 
+def index_action_mapping(env: Any) -> Callable[[Mapping[str, np.ndarray]], np.ndarray] | None:
+    """``env.map_local_actions_to_global_action`` with the actuator indices looked up once.
+
+    The library walks every agent's body parts and checks the result for NaNs at every step
+    (a tenth of a HalfCheetah step); here each agent's actions are written to the global
+    action at its precomputed actuator indices, and the partition is checked once: every
+    actuator driven by exactly one body part. None where the library has nothing to map (a
+    single fully observing agent) or a body part drives other than one actuator.
+    """
+    if env.agent_obsk is None:
+        return None
+    act_ids = [[part.act_ids for part in partition] for partition in env.agent_action_partitions]
+    if not all(isinstance(i, int) for ids in act_ids for i in ids):
+        return None
+    size = env.single_agent_env.action_space.shape[0]
+    if sorted(i for ids in act_ids for i in ids) != list(range(size)):
+        raise ValueError(
+            f"agent_factorization: every one of the {size} actuators must be driven by exactly "
+            f"one body part, got the actuator ids {act_ids}."
+        )
+    index = dict(zip(env.possible_agents, map(np.array, act_ids), strict=True))
+
+    def map_actions(actions: Mapping[str, np.ndarray]) -> np.ndarray:
+        global_action = np.empty(size)
+        for agent, ids in index.items():
+            global_action[ids] = actions[agent]
+        return global_action
+
+    return map_actions
+
+
 def make_mamujoco_env(env_config: Mapping[str, Any] | None = None) -> ParallelStateEnv:
     """Builds a MaMuJoCo env; usable directly as an RLlib env creator (``EnvContext``).
 
@@ -202,6 +233,9 @@ def make_mamujoco_env(env_config: Mapping[str, Any] | None = None) -> ParallelSt
         render_mode=cfg["render_mode"],
     )
     env.render_mode = cfg["render_mode"]  # The library keeps it on its inner gymnasium env only.
+    map_actions = index_action_mapping(env)
+    if map_actions is not None:
+        env.map_local_actions_to_global_action = map_actions
     if cfg["obs_mode"] == "local":
         return ParallelStateEnv(env)
 
