@@ -5,8 +5,9 @@ One run measures, on the same env, machine, batch and EnvRunner count:
 1. The raw simulator rate: env steps per second with uniformly random actions (drawn ahead of
    time, so drawing them is not timed), one core, for Gymnasium's single-agent HalfCheetah-v5,
    the bare `gymnasium_robotics.mamujoco_v1` parallel env (HalfCheetah 2x3), and our registered
-   `mamujoco` env (`obs_mode: global`, which the EnvRunners step). The bare mamujoco_v1 rate is
-   the ceiling the sampling ratio is computed against.
+   `mamujoco` env (`obs_mode: global`, which the EnvRunners step). The bare mamujoco_v1 env is
+   the ceiling the sampling ratios are computed against, measured again on the EnvRunners
+   (2. and 3.); this section's figure is the fallback for rows without their own.
 2. For each algorithm (`benchmarks/baselines.py`: HATRPO and HAPPO with HARL's settings from
    `tune_configs/`, PPO the HARL-MAPPO-like baseline, PPO-default RLlib's own defaults for
    reference): `--warmup` training iterations, then `--iterations` timed ones, each preceded
