@@ -23,8 +23,8 @@ class HATRPOLearner(HeterogeneousAgentLearner):
         dist_cls = module.get_train_action_dist_cls()
         old_dist = dist_cls.from_logits(batch.old_dist_inputs.double())
 
-        def surrogate() -> torch.Tensor:
-            logp = dist_cls.from_logits(self._dist_inputs(module_id, batch.obs)).logp(batch.actions)
+        def surrogate(dist_inputs: torch.Tensor) -> torch.Tensor:
+            logp = dist_cls.from_logits(dist_inputs).logp(batch.actions)
             # HATRPO surrogate: E[π_new/π_old · M · A] (Kuba et al. 2022, eq. 12), this share
             return (torch.exp(logp - batch.old_logp) * weighted_advantages).mean() * batch.share
 
@@ -36,8 +36,8 @@ class HATRPOLearner(HeterogeneousAgentLearner):
         cfg = self.config
         stats = trust_region_step(
             list(module.parameters()),
-            surrogate,
             lambda: self._dist_inputs(module_id, batch.obs),
+            surrogate,
             mean_kl,
             max_kl=cfg.kl_threshold,
             cg_iters=cfg.cg_iters,

@@ -133,8 +133,8 @@ class TrustRegionStats:
 
 def trust_region_step(
     params: Sequence[torch.nn.Parameter],
-    surrogate_fn: Callable[[], Tensor],
     dist_inputs_fn: Callable[[], Tensor],
+    surrogate_fn: Callable[[Tensor], Tensor],
     kl_fn: Callable[[Tensor], Tensor],
     *,
     max_kl: float,
@@ -147,18 +147,19 @@ def trust_region_step(
 ) -> TrustRegionStats:
     """Maximizes `surrogate_fn` subject to mean KL <= `max_kl`, changing `params` in place.
 
-    `surrogate_fn` and `dist_inputs_fn` re-evaluate the current parameters each call; the policy
-    at entry is π_old. `kl_fn(dist_inputs)` is the mean KL(π_old ‖ π) of the policy with those
-    action distribution inputs. Surrogate and KL are this learner's share of the batch mean
-    (see `data_parallel`; the whole mean with one learner); gradients, Fisher-vector products
-    and values are summed over learners, so every learner takes the same step. When no
-    backtracked step is acceptable the parameters are restored bit-for-bit.
+    `dist_inputs_fn()` evaluates the policy's action distribution inputs on the batch at the
+    current parameters (π_old at entry), once per trial; `surrogate_fn` and `kl_fn` map them to
+    the surrogate and to the mean KL(π_old ‖ π). Both are this learner's share of the batch
+    mean (see `data_parallel`; the whole mean with one learner); gradients, Fisher-vector
+    products and values are summed over learners, so every learner takes the same step. When
+    no backtracked step is acceptable the parameters are restored bit-for-bit.
     """
     params = [p for p in params if p.requires_grad]
-    surrogate_before = surrogate_fn()
-    g = all_reduce_sum(flat_grad(surrogate_before, params).double())
+    dist_inputs = dist_inputs_fn()
+    surrogate_before = surrogate_fn(dist_inputs)
+    g = all_reduce_sum(flat_grad(surrogate_before, params, retain_graph=True).double())
     surrogate_before = float(all_reduce_sum(surrogate_before.detach()))
-    fvp = fisher_vector_product(dist_inputs_fn(), kl_fn, params, cg_damping)
+    fvp = fisher_vector_product(dist_inputs, kl_fn, params, cg_damping)
     step_dir, h_step_dir = conjugate_gradient(fvp, g, cg_iters, residual_tol)  # s ≈ H⁻¹ g
     shs = float(step_dir @ h_step_dir)
     old_params = get_flat_params(params)
@@ -172,9 +173,10 @@ def trust_region_step(
         for i in range(line_search_steps):
             fraction = backtrack_coeff**i
             set_flat_params(params, old_params + fraction * full_step.to(old_params.dtype))
-            improvement = float(all_reduce_sum(surrogate_fn())) - surrogate_before
+            dist_inputs = dist_inputs_fn()
+            improvement = float(all_reduce_sum(surrogate_fn(dist_inputs))) - surrogate_before
             expected = expected_full * fraction
-            kl = float(all_reduce_sum(kl_fn(dist_inputs_fn())))
+            kl = float(all_reduce_sum(kl_fn(dist_inputs)))
             if kl <= max_kl and improvement > 0.0 and improvement >= accept_ratio * expected:
                 return TrustRegionStats(kl, improvement, expected, i + 1, True)
         set_flat_params(params, old_params)

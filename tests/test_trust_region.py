@@ -426,8 +426,8 @@ def test_trust_region_step_linear_surrogate_quadratic_kl_takes_closed_form_step(
 
     stats = trust_region_step(
         [theta],
-        lambda: g @ theta,
         lambda: theta,
+        lambda z: g @ z,
         kl_fn,
         max_kl=max_kl,
         line_search_steps=10,
@@ -464,8 +464,8 @@ def test_trust_region_step_backtracks_until_kl_fits():
 
     stats = trust_region_step(
         [theta],
-        lambda: g @ theta,
         lambda: theta,
+        lambda z: g @ z,
         kl_fn,
         max_kl=max_kl,
         line_search_steps=10,
@@ -498,15 +498,15 @@ def test_trust_region_step_rejects_when_kl_never_fits_and_restores_bit_exact():
         q = d @ a @ d
         return 0.5 * q + c * q**2
 
-    def surrogate_fn():
-        seen.append(theta.detach().clone())
-        return g @ theta
+    def surrogate_fn(z):
+        seen.append(z.detach().clone())
+        return g @ z
 
     before = theta.detach().clone()
     stats = trust_region_step(
         [theta],
-        surrogate_fn,
         lambda: theta,
+        surrogate_fn,
         kl_fn,
         max_kl=max_kl,
         line_search_steps=1,
@@ -529,16 +529,16 @@ def test_trust_region_step_rejects_concave_surrogate_with_accept_ratio_one():
     max_kl, kappa, steps = 0.01, 1.0, 10
     trial_thetas = []
 
-    def surrogate_fn():
-        trial_thetas.append(theta.detach().clone())
-        d = theta - theta0
-        return g @ theta - 0.5 * kappa * d @ d
+    def surrogate_fn(z):
+        trial_thetas.append(z.detach().clone())
+        d = z - theta0
+        return g @ z - 0.5 * kappa * d @ d
 
     before = [p.detach().clone() for p in [theta]]
     stats = trust_region_step(
         [theta],
-        surrogate_fn,
         lambda: theta,
+        surrogate_fn,
         lambda z: 0.5 * (z - theta0) @ a @ (z - theta0),
         max_kl=max_kl,
         line_search_steps=steps,
@@ -574,12 +574,12 @@ def _gauss_problem(seed: int, n: int = 64, zero_adv: bool = False):
         ls_old = pol.log_std.detach().clone()
     adv = torch.zeros(n, dtype=F64) if zero_adv else torch.randn(n, dtype=F64)
 
-    def surrogate_fn():
-        logp = pol.dist(obs).log_prob(actions).sum(-1)
-        return (torch.exp(logp - logp_old) * adv).mean()
-
     def dist_inputs_fn():
         return pol.dist_inputs(obs)
+
+    def surrogate_fn(dist_inputs):
+        logp = _normal(dist_inputs).log_prob(actions).sum(-1)
+        return (torch.exp(logp - logp_old) * adv).mean()
 
     def kl_fn(dist_inputs):
         old = Normal(mu_old, ls_old.exp().expand_as(mu_old))
@@ -594,7 +594,7 @@ def _gauss_problem(seed: int, n: int = 64, zero_adv: bool = False):
         mu, ls = _gauss_mu_logstd(theta, obs)
         return _gauss_kl(mu_old, ls_old, mu, ls).mean()
 
-    return pol, surrogate_fn, (dist_inputs_fn, kl_fn), surr_of_theta, kl_of_theta
+    return pol, (dist_inputs_fn, surrogate_fn, kl_fn), surr_of_theta, kl_of_theta
 
 
 @pytest.mark.parametrize(
@@ -602,15 +602,14 @@ def _gauss_problem(seed: int, n: int = 64, zero_adv: bool = False):
     [(0, 0.01, 0.1, 0.5), (1, 0.01, 0.0, 0.1), (2, 0.3, 0.1, 0.5), (3, 2.0, 0.1, 0.5)],
 )
 def test_trust_region_step_gaussian_policy(seed, max_kl, damping, accept_ratio):
-    pol, surrogate_fn, kl_fns, surr_of_theta, kl_of_theta = _gauss_problem(seed)
+    pol, fns, surr_of_theta, kl_of_theta = _gauss_problem(seed)
     params = pol.param_list()
     theta0 = _flat(params)
     b, steps = 0.5, 15
 
     stats = trust_region_step(
         params,
-        surrogate_fn,
-        *kl_fns,
+        *fns,
         max_kl=max_kl,
         cg_iters=40,
         cg_damping=damping,
@@ -656,12 +655,11 @@ def test_trust_region_step_gaussian_policy(seed, max_kl, damping, accept_ratio):
 
 def test_trust_region_step_gaussian_large_kl_needs_backtracking():
     # With a huge trust region the quadratic KL model is far off, so the full step overshoots.
-    pol, surrogate_fn, kl_fns, _, kl_of_theta = _gauss_problem(4)
+    pol, fns, _, kl_of_theta = _gauss_problem(4)
     params = pol.param_list()
     stats = trust_region_step(
         params,
-        surrogate_fn,
-        *kl_fns,
+        *fns,
         max_kl=20.0,
         cg_iters=40,
         cg_damping=0.0,
@@ -675,12 +673,11 @@ def test_trust_region_step_gaussian_large_kl_needs_backtracking():
 
 
 def test_trust_region_step_zero_advantages_leaves_params_bit_identical():
-    pol, surrogate_fn, kl_fns, *_ = _gauss_problem(5, zero_adv=True)
+    pol, fns, *_ = _gauss_problem(5, zero_adv=True)
     before = [p.detach().clone() for p in pol.parameters()]
     stats = trust_region_step(
         pol.param_list(),
-        surrogate_fn,
-        *kl_fns,
+        *fns,
         **DEFAULT_STEP,
     )
     assert not stats.step_accepted
@@ -690,14 +687,13 @@ def test_trust_region_step_zero_advantages_leaves_params_bit_identical():
 
 
 def test_trust_region_step_skips_frozen_parameters():
-    pol, surrogate_fn, kl_fns, _, kl_of_theta = _gauss_problem(6)
+    pol, fns, _, kl_of_theta = _gauss_problem(6)
     pol.log_std.requires_grad_(False)
     log_std_before = pol.log_std.detach().clone()
     w_before = pol.mean.weight.detach().clone()
     stats = trust_region_step(
         pol.param_list(),
-        surrogate_fn,
-        *kl_fns,
+        *fns,
         **DEFAULT_STEP,
     )
     assert stats.step_accepted
