@@ -99,8 +99,9 @@ def fisher_vector_product(
     products are summed over learners. At π_old the KL is minimal, ∇_z KL = 0, so its Hessian is
     exactly the Gauss-Newton form Jᵀ (∇²_z KL) J with J = dz/dθ (Schulman et al. 2015, App. C).
     Each product is one Jacobian-vector product through a graph built once, a Hessian product
-    on the few distribution inputs, and one vector-Jacobian product: about half the cost of
-    differentiating ∇θ KL · v through the network again.
+    on the few distribution inputs, and one vector-Jacobian product: about 60% of the cost of
+    differentiating ∇θ KL · v through the network again (45–53 vs 72–82 ms on HalfCheetah's
+    4,000-row batch).
     """
     u = torch.zeros_like(dist_inputs, requires_grad=True)
     # Jᵀu is linear in u: differentiating it w.r.t. u along v gives J v
