@@ -32,6 +32,7 @@ class HATRPOConfig(HAConfig):
         self.line_search_steps = 10
         self.backtrack_coeff = 0.8
         self.accept_ratio = 0.5
+        self.fisher_fraction = 1.0
 
     @override(HAConfig)
     def training(
@@ -43,6 +44,7 @@ class HATRPOConfig(HAConfig):
         line_search_steps: int = NotProvided,
         backtrack_coeff: float = NotProvided,
         accept_ratio: float = NotProvided,
+        fisher_fraction: float = NotProvided,
         **kwargs,
     ) -> Self:
         """Trust-region settings; other kwargs go to `HAConfig.training`.
@@ -54,6 +56,9 @@ class HATRPOConfig(HAConfig):
             line_search_steps: Backtracking tries before the step is rejected.
             backtrack_coeff: Step fraction multiplier per try, in (0, 1).
             accept_ratio: Minimum improvement / expected improvement to accept, in [0, 1].
+            fisher_fraction: Share of each agent's rows, drawn afresh at every step, on which
+                the Fisher-vector products are computed, in (0, 1]. 1 (HARL) uses all rows;
+                0.1 (Schulman et al. 2015) makes the conjugate gradient about 10× cheaper.
         """
         super().training(**kwargs)
         return self.set_provided(
@@ -63,6 +68,7 @@ class HATRPOConfig(HAConfig):
             line_search_steps=line_search_steps,
             backtrack_coeff=backtrack_coeff,
             accept_ratio=accept_ratio,
+            fisher_fraction=fisher_fraction,
         )
 
     @override(HAConfig)
@@ -88,6 +94,12 @@ class HATRPOConfig(HAConfig):
             "accept_ratio",
             self.accept_ratio,
             "a number in the closed interval [0, 1]",
+        )
+        check_field(
+            0 < self.fisher_fraction <= 1,
+            "fisher_fraction",
+            self.fisher_fraction,
+            "a number in the half-open interval (0, 1]",
         )
 
     @override(HAConfig)

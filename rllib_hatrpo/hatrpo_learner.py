@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import asdict
 
 import torch
+import tree
 from ray.rllib.utils.annotations import override
 
 from rllib_hatrpo.learner import HeterogeneousAgentLearner, ModuleBatch
@@ -21,29 +24,44 @@ class HATRPOLearner(HeterogeneousAgentLearner):
         module = self.module[module_id]
         weighted_advantages = factor * advantages
         dist_cls = module.get_train_action_dist_cls()
-        old_dist = dist_cls.from_logits(batch.old_dist_inputs.double())
 
         def surrogate(dist_inputs: torch.Tensor) -> torch.Tensor:
             logp = dist_cls.from_logits(dist_inputs).logp(batch.actions)
             # HATRPO surrogate: E[π_new/π_old · M · A] (Kuba et al. 2022, eq. 12), this share
             return (torch.exp(logp - batch.old_logp) * weighted_advantages).mean() * batch.share
 
-        def mean_kl(dist_inputs: torch.Tensor) -> torch.Tensor:
-            new_dist = dist_cls.from_logits(dist_inputs.double())
-            # mean KL(π_old ‖ π_new) in float64, this learner's share
-            return old_dist.kl(new_dist).mean() * batch.share
+        def mean_kl_from(old_inputs: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+            old_dist = dist_cls.from_logits(old_inputs.double())
+
+            def mean_kl(dist_inputs: torch.Tensor) -> torch.Tensor:
+                new_dist = dist_cls.from_logits(dist_inputs.double())
+                # mean KL(π_old ‖ π_new) in float64, this learner's share
+                return old_dist.kl(new_dist).mean() * batch.share
+
+            return mean_kl
 
         cfg = self.config
+        fisher_subsample = None
+        if cfg.fisher_fraction < 1.0:
+            num_rows = len(batch.actions)
+            rows = torch.randperm(num_rows, device=self._device)
+            rows = rows[: math.ceil(cfg.fisher_fraction * num_rows)]
+            obs_rows = tree.map_structure(lambda x: x[rows], batch.obs)
+            fisher_subsample = (
+                lambda: self._dist_inputs(module_id, obs_rows),
+                mean_kl_from(batch.old_dist_inputs[rows]),
+            )
         stats = trust_region_step(
             list(module.parameters()),
             lambda: self._dist_inputs(module_id, batch.obs),
             surrogate,
-            mean_kl,
+            mean_kl_from(batch.old_dist_inputs),
             max_kl=cfg.kl_threshold,
             cg_iters=cfg.cg_iters,
             cg_damping=cfg.cg_damping,
             line_search_steps=cfg.line_search_steps,
             backtrack_coeff=cfg.backtrack_coeff,
             accept_ratio=cfg.accept_ratio,
+            fisher_subsample=fisher_subsample,
         )
         return asdict(stats)

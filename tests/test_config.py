@@ -44,6 +44,8 @@ def cheetah(**training):
         ({"accept_ratio": -0.1}, "accept_ratio", r"\[0, 1\]"),
         ({"accept_ratio": 1.5}, "accept_ratio", r"\[0, 1\]"),
         ({"line_search_steps": 0}, "line_search_steps", ">= 1"),
+        ({"fisher_fraction": 0.0}, "fisher_fraction", r"\(0, 1\]"),
+        ({"fisher_fraction": 1.5}, "fisher_fraction", r"\(0, 1\]"),
         ({"critic_epochs": 0}, "critic_epochs", ">= 1"),
         ({"lambda_": 1.5}, "lambda_", r"\[0, 1\]"),
     ],
@@ -104,6 +106,7 @@ def test_defaults_are_harl_values_and_one_module_per_agent():
     cfg.validate()
     assert (cfg.kl_threshold, cfg.cg_iters, cfg.cg_damping) == (0.01, 10, 0.1)
     assert (cfg.line_search_steps, cfg.backtrack_coeff, cfg.accept_ratio) == (10, 0.8, 0.5)
+    assert cfg.fisher_fraction == 1.0  # HARL's products on the whole batch
     assert (cfg.gamma, cfg.lambda_, cfg.critic_lr, cfg.critic_epochs) == (0.99, 0.95, 5e-4, 5)
     assert (cfg.value_clip, cfg.huber_delta, cfg.use_value_norm, cfg.fixed_order) == (
         0.2,

@@ -1,7 +1,9 @@
 """The learner's update, checked against computations written independently here."""
 
 import copy
+import math
 
+import pytest
 import torch
 from ray.rllib.core.columns import Columns
 from torch.func import functional_call
@@ -37,6 +39,7 @@ def record_agent_steps(learner, monkeypatch):
                 "factor": factor.clone(),
                 "advantages": advantages.clone(),
                 "before": {n: p.detach().clone() for n, p in module.named_parameters()},
+                "rng_state": torch.get_rng_state(),
                 "others_before": {
                     mid: {n: p.detach().clone() for n, p in self.module[mid].named_parameters()}
                     for mid in self.module.keys()
@@ -49,8 +52,9 @@ def record_agent_steps(learner, monkeypatch):
     return calls
 
 
-def independent_trpo_step(module, params, obs, actions, adv, cfg):
-    """Plain TRPO (Schulman et al. 2015): exact H⁻¹g by a dense solve, then line search."""
+def independent_trpo_step(module, params, obs, actions, adv, cfg, fisher_rows=slice(None)):
+    """Plain TRPO (Schulman et al. 2015): exact H⁻¹g by a dense solve, then line search;
+    H is the KL's Hessian on `fisher_rows`, the line search's KL is on all rows."""
     names = list(params)
     shapes = [params[n].shape for n in names]
     sizes = [params[n].numel() for n in names]
@@ -77,12 +81,12 @@ def independent_trpo_step(module, params, obs, actions, adv, cfg):
         logp = dist_cls.from_logits(dist_inputs(theta)).logp(actions)
         return (torch.exp(logp - old_logp) * adv).mean()
 
-    def kl(theta):
-        new = dist_cls.from_logits(dist_inputs(theta).double())
-        return dist_cls.from_logits(old_inputs).kl(new).mean()
+    def kl(theta, rows=slice(None)):
+        new = dist_cls.from_logits(dist_inputs(theta)[rows].double())
+        return dist_cls.from_logits(old_inputs[rows]).kl(new).mean()
 
     g = torch.autograd.functional.jacobian(surrogate, theta0).double()
-    hessian = torch.autograd.functional.hessian(kl, theta0).double()
+    hessian = torch.autograd.functional.hessian(lambda t: kl(t, fisher_rows), theta0).double()
     hessian = hessian + cfg.cg_damping * torch.eye(len(theta0), dtype=torch.float64)
     x = torch.linalg.solve(hessian, g)
     full = x * torch.sqrt(2 * cfg.kl_threshold / (x @ hessian @ x))
@@ -100,9 +104,14 @@ def independent_trpo_step(module, params, obs, actions, adv, cfg):
     return unflatten(theta0), cfg.line_search_steps
 
 
-def test_one_agent_update_equals_plain_trpo(monkeypatch):
+@pytest.mark.parametrize("fisher_fraction", [1.0, 0.25])
+def test_one_agent_update_equals_plain_trpo(monkeypatch, fisher_fraction):
     # agent_conf=None is the single-agent HalfCheetah: one agent, full observation.
-    algo = build({"scenario": "HalfCheetah", "agent_conf": None, "agent_obsk": None}, cg_iters=400)
+    algo = build(
+        {"scenario": "HalfCheetah", "agent_conf": None, "agent_obsk": None},
+        cg_iters=400,
+        fisher_fraction=fisher_fraction,
+    )
     try:
         learner = algo.learner_group._learner
         calls = record_agent_steps(learner, monkeypatch)
@@ -114,6 +123,13 @@ def test_one_agent_update_equals_plain_trpo(monkeypatch):
         assert torch.equal(call["factor"], torch.ones_like(call["factor"]))
         adv = call["factor"] * call["advantages"]
         assert abs(float(adv.mean())) < 1e-4 and abs(float(adv.std()) - 1) < 1e-3
+        # the Fisher's rows: the step's own draw from torch's generator as it was at the call
+        num_rows = len(call["batch"].actions)
+        generator = torch.Generator().manual_seed(0)
+        generator.set_state(call["rng_state"])
+        fisher_rows = torch.randperm(num_rows, generator=generator)
+        fisher_rows = fisher_rows[: math.ceil(fisher_fraction * num_rows)]
+        assert len(fisher_rows) == round(fisher_fraction * 400)
         expected, steps = independent_trpo_step(
             copy.deepcopy(module),
             call["before"],
@@ -121,6 +137,7 @@ def test_one_agent_update_equals_plain_trpo(monkeypatch):
             call["batch"].actions,
             adv,
             algo.config,
+            fisher_rows,
         )
         after = dict(module.named_parameters())
         assert steps < algo.config.line_search_steps  # a step was accepted

@@ -581,28 +581,42 @@ def _gauss_problem(seed: int, n: int = 64, zero_adv: bool = False):
         logp = _normal(dist_inputs).log_prob(actions).sum(-1)
         return (torch.exp(logp - logp_old) * adv).mean()
 
-    def kl_fn(dist_inputs):
-        old = Normal(mu_old, ls_old.exp().expand_as(mu_old))
-        return kl_divergence(old, _normal(dist_inputs)).sum(-1).mean()
+    def kl_fn_on(rows):
+        old = Normal(mu_old[rows], ls_old.exp().expand_as(mu_old[rows]))
+        return lambda dist_inputs: kl_divergence(old, _normal(dist_inputs)).sum(-1).mean()
+
+    def fisher_subsample(rows):
+        """The (dist_inputs_fn, kl_fn) pair of `rows` alone."""
+        return (lambda: pol.dist_inputs(obs[rows]), kl_fn_on(rows))
 
     # independent closed-form versions as functions of the flat parameter vector
     def surr_of_theta(theta):
         mu, ls = _gauss_mu_logstd(theta, obs)
         return (torch.exp(_gauss_logp(mu, ls, actions) - logp_old) * adv).mean()
 
-    def kl_of_theta(theta):
-        mu, ls = _gauss_mu_logstd(theta, obs)
-        return _gauss_kl(mu_old, ls_old, mu, ls).mean()
+    def kl_of_theta(theta, rows=slice(None)):
+        mu, ls = _gauss_mu_logstd(theta, obs[rows])
+        return _gauss_kl(mu_old[rows], ls_old, mu, ls).mean()
 
-    return pol, (dist_inputs_fn, surrogate_fn, kl_fn), surr_of_theta, kl_of_theta
+    fns = (dist_inputs_fn, surrogate_fn, kl_fn_on(slice(None)))
+    return pol, fns, surr_of_theta, kl_of_theta, fisher_subsample
 
 
 @pytest.mark.parametrize(
-    ("seed", "max_kl", "damping", "accept_ratio"),
-    [(0, 0.01, 0.1, 0.5), (1, 0.01, 0.0, 0.1), (2, 0.3, 0.1, 0.5), (3, 2.0, 0.1, 0.5)],
+    ("seed", "max_kl", "damping", "accept_ratio", "fisher_rows"),
+    [
+        (0, 0.01, 0.1, 0.5, None),
+        (1, 0.01, 0.0, 0.1, None),
+        (2, 0.3, 0.1, 0.5, None),
+        (3, 2.0, 0.1, 0.5, None),
+        # the Fisher estimated on a quarter of the rows: the step uses that metric, the line
+        # search the whole batch's KL
+        (0, 0.01, 0.1, 0.5, slice(8, 24)),
+        (7, 0.05, 0.0, 0.5, [3, 9, 40, 41, 42, 50, 51, 60]),
+    ],
 )
-def test_trust_region_step_gaussian_policy(seed, max_kl, damping, accept_ratio):
-    pol, fns, surr_of_theta, kl_of_theta = _gauss_problem(seed)
+def test_trust_region_step_gaussian_policy(seed, max_kl, damping, accept_ratio, fisher_rows):
+    pol, fns, surr_of_theta, kl_of_theta, fisher_subsample = _gauss_problem(seed)
     params = pol.param_list()
     theta0 = _flat(params)
     b, steps = 0.5, 15
@@ -610,6 +624,7 @@ def test_trust_region_step_gaussian_policy(seed, max_kl, damping, accept_ratio):
     stats = trust_region_step(
         params,
         *fns,
+        fisher_subsample=None if fisher_rows is None else fisher_subsample(fisher_rows),
         max_kl=max_kl,
         cg_iters=40,
         cg_damping=damping,
@@ -631,12 +646,14 @@ def test_trust_region_step_gaussian_policy(seed, max_kl, damping, accept_ratio):
     assert stats.surrogate_improvement == pytest.approx(gain, rel=1e-9, abs=1e-14)
     assert gain > 0
 
-    # the step itself: f · s·sqrt(2δ / sᵀ(H+λI)s), s = (H+λI)⁻¹ g, f = b^(k−1)
+    # the step itself: f · s·sqrt(2δ / sᵀ(H+λI)s), s = (H+λI)⁻¹ g, f = b^(k−1), with H the
+    # KL's Hessian on the Fisher's rows
     th = theta0.clone().requires_grad_(True)
     g = torch.autograd.grad(surr_of_theta(th), th)[0]
-    h = torch.autograd.functional.hessian(kl_of_theta, theta0) + damping * torch.eye(
-        theta0.numel(), dtype=F64
-    )
+    rows = slice(None) if fisher_rows is None else fisher_rows
+    h = torch.autograd.functional.hessian(
+        lambda theta: kl_of_theta(theta, rows), theta0
+    ) + damping * torch.eye(theta0.numel(), dtype=F64)
     s = torch.linalg.solve(h, g)
     full = s * math.sqrt(2 * max_kl / float(s @ h @ s))
     f = b ** (stats.line_search_steps - 1)
@@ -655,7 +672,7 @@ def test_trust_region_step_gaussian_policy(seed, max_kl, damping, accept_ratio):
 
 def test_trust_region_step_gaussian_large_kl_needs_backtracking():
     # With a huge trust region the quadratic KL model is far off, so the full step overshoots.
-    pol, fns, _, kl_of_theta = _gauss_problem(4)
+    pol, fns, _, kl_of_theta, _ = _gauss_problem(4)
     params = pol.param_list()
     stats = trust_region_step(
         params,
@@ -687,7 +704,7 @@ def test_trust_region_step_zero_advantages_leaves_params_bit_identical():
 
 
 def test_trust_region_step_skips_frozen_parameters():
-    pol, fns, _, kl_of_theta = _gauss_problem(6)
+    pol, fns, _, kl_of_theta, _ = _gauss_problem(6)
     pol.log_std.requires_grad_(False)
     log_std_before = pol.log_std.detach().clone()
     w_before = pol.mean.weight.detach().clone()
