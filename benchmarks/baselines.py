@@ -37,6 +37,8 @@ the bootstrap value), so each module's batch has 4,020 rows for 4,000 env steps;
 [256, 256] tanh, ...) on the same env, runners and batch: the configuration the issue's
 "about 300 env steps/s" was measured with. The throughput benchmark shows it for reference; the
 targets compare with `PPO`.
+
+`HATRPO-fisher0.1` is HATRPO's experiment with `fisher_fraction: 0.1` (see `VARIANTS`).
 """
 
 from __future__ import annotations
@@ -69,7 +71,14 @@ REFERENCE = "HATRPO"
 
 PPO_BASELINE = "PPO"
 PPO_DEFAULTS = "PPO-default"
-ALGORITHMS: tuple[str, ...] = ("HATRPO", "HAPPO", PPO_BASELINE, PPO_DEFAULTS)
+
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "HATRPO-fisher0.1": ("HATRPO", {"training.fisher_fraction": 0.1}),
+}
+"""Our algorithms with one setting changed (the base experiment, its overrides): HATRPO with
+the Fisher-vector products on a tenth of the rows, as Schulman et al. 2015 (App. C) do."""
+
+ALGORITHMS: tuple[str, ...] = ("HATRPO", "HAPPO", PPO_BASELINE, PPO_DEFAULTS, *VARIANTS)
 """Every name `algorithm_config` builds."""
 
 PPO_TRAINING: dict[str, Any] = {
@@ -164,6 +173,10 @@ def algorithm_config(name: str, overrides: Overrides = ()) -> AlgorithmConfig:
     """
     if name in EXPERIMENT_FILES:
         return load_ha_experiment(name, overrides).build_config()
+    if name in VARIANTS:
+        base, changes = VARIANTS[name]
+        pairs = overrides.items() if isinstance(overrides, Mapping) else overrides
+        return load_ha_experiment(base, [*changes.items(), *pairs]).build_config()
     if name in (PPO_BASELINE, PPO_DEFAULTS):
         return ppo_config(
             load_ha_experiment(REFERENCE, overrides), rllib_defaults=name == PPO_DEFAULTS

@@ -10,7 +10,8 @@ One run measures, on the same env, machine, batch and EnvRunner count:
    (2. and 3.); this section's figure is the fallback for rows without their own.
 2. For each algorithm (`benchmarks/baselines.py`: HATRPO and HAPPO with HARL's settings from
    `tune_configs/`, PPO the HARL-MAPPO-like baseline, PPO-default RLlib's own defaults for
-   reference): `--warmup` training iterations, then `--iterations` timed ones, each preceded
+   reference, HATRPO-fisher0.1 HATRPO with the Fisher-vector products on a tenth of the rows):
+   `--warmup` training iterations, then `--iterations` timed ones, each preceded
    (untimed) by `--raw-steps` steps of the bare mamujoco_v1 env in every EnvRunner's process.
    The host's speed drifts by up to half within minutes, so the sampling ratio divides by the
    median of these measurements, taken on the sampling cores next to the sampling. Reported:
@@ -74,6 +75,7 @@ from baselines import (
     REFERENCE,
     REPO_ROOT,
     RESULTS_DIR,
+    VARIANTS,
     algorithm_config,
 )
 
@@ -629,6 +631,13 @@ def targets(rows: Sequence[dict[str, Any]]) -> list[str]:
         f"{sampling:.0%} — {verdict(sampling >= 0.5)}",
         f"* HATRPO peak memory (algorithm processes) ≤ PPO's: {memory:.2f}× — "
         f"{verdict(0 < memory <= 1)}",
+        *(
+            f"* {name} (not the issue's configuration): whole loop "
+            f"{algos[name].get('whole_vs_ppo') or 0.0:.2f}× PPO, memory "
+            f"{algos[name].get('memory_vs_ppo') or 0.0:.2f}× PPO"
+            for name in VARIANTS
+            if name in algos
+        ),
     ]
 
 

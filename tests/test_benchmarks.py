@@ -19,8 +19,10 @@ sys.path.insert(0, str(BENCHMARKS))
 import learning  # noqa: E402
 import profile_sampling  # noqa: E402
 import throughput  # noqa: E402
+from baselines import algorithm_config  # noqa: E402
 
 SMOKE_ALGOS = ("HATRPO", "HAPPO", "PPO")
+FISHER_VARIANT = "HATRPO-fisher0.1"
 
 
 def run_script(name: str, out_dir: Path) -> str:
@@ -68,7 +70,7 @@ def test_throughput_smoke_writes_tables(tmp_path):
     assert throughput.RAW_SIMULATOR in {r["name"] for r in simulators}
     assert len(simulators) == 3 and all(float(r["env_steps_per_s"]) > 0 for r in simulators)
     algos = {r["name"]: r for r in rows if r["section"] == "algorithm"}
-    assert set(algos) == set(SMOKE_ALGOS)
+    assert set(algos) == {*SMOKE_ALGOS, FISHER_VARIANT}
     for row in algos.values():
         assert int(row["env_steps"]) == 200  # one timed iteration of the smoke batch
         for key in (
@@ -91,6 +93,15 @@ def test_throughput_smoke_writes_tables(tmp_path):
         assert float(r["sample_vs_raw_per_runner"]) == pytest.approx(ratio, abs=1e-3)
     markdown = (tmp_path / "throughput.md").read_text()
     assert "Targets (issue 6" in markdown and "whole-loop HATRPO ≥ 3× PPO" in stdout
+
+
+def test_fisher_variant_is_hatrpo_with_only_the_fisher_fraction_changed():
+    overrides = {"env_runners.num_env_runners": 0}
+    reference = algorithm_config("HATRPO", overrides).to_dict()
+    variant = algorithm_config(FISHER_VARIANT, overrides).to_dict()
+    assert (reference["fisher_fraction"], variant["fisher_fraction"]) == (1.0, 0.1)
+    assert {key for key in reference if reference[key] != variant[key]} == {"fisher_fraction"}
+    assert variant["num_env_runners"] == 0  # the caller's overrides still apply
 
 
 def test_learning_table_lists_pending_algorithms_and_seed_spread():
