@@ -158,8 +158,8 @@ def trust_region_step(
 
     `fisher_subsample`, when given, is a pair like (`dist_inputs_fn`, `kl_fn`) on a subset of the
     rows: the Fisher-vector products, and so the step, use that subset only. The Fisher merely
-    acts as a metric, so a tenth of the data estimates it well at a tenth of the cost (Schulman
-    et al. 2015, App. C); the line search still checks the KL on the whole batch.
+    acts as the step's metric, so a tenth of the data estimates it well enough (Schulman et al.
+    2015, App. C); the line search still checks the KL and the improvement on the whole batch.
     """
     params = [p for p in params if p.requires_grad]
     dist_inputs = dist_inputs_fn()
