@@ -31,6 +31,8 @@ def test_the_expected_experiments_exist():
         "simple_speaker_listener",
     ]:
         assert {f"hatrpo_{task}.yaml", f"happo_{task}.yaml"} <= names, task
+    for task in ["ant_4x2", "halfcheetah_2x3", "hopper_3x1", "walker2d_2x3", "walker2d_6x1"]:
+        assert f"haa2c_{task}.yaml" in names, task
     assert {"happo_humanoid_17x1.yaml", "trpo_halfcheetah.yaml", QUICK.name} <= names
     assert any(name.startswith("search/") for name in names)
 
