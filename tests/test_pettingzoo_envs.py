@@ -11,8 +11,10 @@ import pytest
 from mpe2 import simple_speaker_listener_v4, simple_spread_v3
 from pettingzoo.utils.env import ParallelEnv
 from ray.rllib.utils.pre_checks.env import check_multiagent_environments
-from ray.tune.registry import ENV_CREATOR, _global_registry
+from ray.tune.registry import ENV_CREATOR, _global_registry, register_env
+from toy_envs import LateStateEnv, make_late_state
 
+from rllib_hatrpo import HAPPOConfig
 from rllib_hatrpo.envs import (
     GLOBAL_STATE_KEY,
     MPE_ENVS,
@@ -237,6 +239,45 @@ def test_global_state_modes(caplog: pytest.LogCaptureFixture) -> None:
     np.testing.assert_array_equal(
         infos["speaker_0"][GLOBAL_STATE_KEY], np.concatenate([obs["speaker_0"], obs["listener_0"]])
     )
+
+
+def test_state_is_read_only_after_reset() -> None:
+    with pytest.raises(AttributeError, match="_world"):
+        LateStateEnv().state()  # the env itself needs a reset() first
+    for env in (ParallelStateEnv(LateStateEnv()), make_pettingzoo_env(LateStateEnv())):
+        assert env.state_space == gym.spaces.Box(-np.inf, np.inf, (7,), np.float32)
+        _, infos = env.reset(seed=0)
+        np.testing.assert_array_equal(infos["a0"][GLOBAL_STATE_KEY], env.par_env.state())
+        _, _, _, _, infos = env.step(_random_actions(env))
+        assert infos["a1"][GLOBAL_STATE_KEY].shape == (7,)
+        check_multiagent_environments(env)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_env_whose_state_needs_a_reset_trains() -> None:
+    register_env("late_state", make_late_state)
+    config = (
+        HAPPOConfig()
+        .environment("late_state", env_config={"episode_len": 10})
+        .env_runners(num_env_runners=0, num_envs_per_env_runner=2)
+        .training(train_batch_size_per_learner=40, hidden_sizes=[8])
+        .debugging(seed=0)
+    )
+    algo = config.build_algo()
+    try:
+        result = algo.train()
+    finally:
+        algo.stop()
+    assert result["env_runners"]["num_env_steps_sampled_lifetime"] == 40
+
+
+def test_state_that_raises_names_the_env_and_the_error() -> None:
+    match = r"'late_state': state\(\) raised RuntimeError: the simulator is not connected"
+    with pytest.raises(ValueError, match=match) as err:
+        ParallelStateEnv(LateStateEnv(broken_state=True))
+    assert isinstance(err.value.__cause__, RuntimeError)
+    with pytest.raises(ValueError, match=match):
+        make_pettingzoo_env(LateStateEnv, broken_state=True)  # global_state="auto"
 
 
 # --- single-agent Gymnasium envs -----------------------------------------------------------

@@ -91,6 +91,31 @@ def make_sum_target(config: dict) -> ParallelStateEnv:
     return ParallelStateEnv(SumTargetEnv(**dict(config)))
 
 
+class LateStateEnv(SumTargetEnv):
+    """SumTargetEnv without a `state_space` whose state() works only after reset(), as in
+    PettingZoo envs that build their state there: before it, state() raises AttributeError.
+    With `broken_state=True` state() always raises RuntimeError."""
+
+    metadata = {"name": "late_state"}
+
+    def __init__(self, broken_state: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.broken_state = broken_state
+
+    def reset(self, seed=None, options=None):
+        self._world = np.zeros(3, np.float32)  # what state() needs; exists only after reset()
+        return super().reset(seed=seed, options=options)
+
+    def state(self):
+        if self.broken_state:
+            raise RuntimeError("the simulator is not connected")
+        return np.concatenate([super().state(), self._world])
+
+
+def make_late_state(config: dict) -> ParallelStateEnv:
+    return ParallelStateEnv(LateStateEnv(**dict(config)))
+
+
 class MaskedChoiceEnv(RedrawEnv):
     """Two agents pick one of 4 actions under a random action mask; the team earns the mean
     of the chosen actions' values, where the masked-out actions would pay the most. A policy

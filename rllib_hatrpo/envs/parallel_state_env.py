@@ -146,17 +146,36 @@ def _has_state(env: Any) -> bool:
     return all(getattr(type(e), "state", None) not in base_states for e in (env, inner))
 
 
+def env_name(env: Any) -> str:
+    """The env's ``metadata["name"]``, else its type name (for messages)."""
+    return (getattr(env, "metadata", None) or {}).get("name", type(env).__name__)
+
+
 def global_state_shape(env: ParallelEnv) -> tuple[int, ...] | None:
-    """The shape of ``env.state()``, or None if the env does not implement ``state()``."""
+    """The shape of ``env.state()``, or None if the env does not implement ``state()``.
+
+    Without a Box ``state_space`` the shape is read from ``state()``, after ``env.reset()``:
+    many envs build their state only in ``reset()``, so ``state()`` is never called before it.
+
+    Raises:
+        ValueError: If ``state()`` raises (NotImplementedError aside, which means "no
+            state()"), naming the env and the exception.
+    """
     if not _has_state(env):
         return None
     base_space = getattr(env, "state_space", None)
     if isinstance(base_space, gym.spaces.Box):
         return base_space.shape
-    try:  # e.g. MaMuJoCo has state() but no state_space; its state() works before reset.
+    env.reset()
+    try:
         return np.shape(env.state())
     except NotImplementedError:
         return None
+    except Exception as err:
+        raise ValueError(
+            f"Environment {env_name(env)!r}: state() raised {type(err).__name__}: {err} "
+            "(called after reset() to find the global state's shape)."
+        ) from err
 
 
 class ParallelStateEnv(MultiAgentEnv):
@@ -193,7 +212,8 @@ class ParallelStateEnv(MultiAgentEnv):
 
     Raises:
         ValueError: If ``env`` is not a ``ParallelEnv``, an agent's space is not supported,
-            ``global_state="state"`` and ``env`` has no ``state()``, or ``obs_fn`` and
+            ``global_state="state"`` and ``env`` has no ``state()`` (or, without a Box
+            ``state_space``, its ``state()`` raises after ``reset()``), or ``obs_fn`` and
             ``observation_spaces`` are not given together.
     """
 
@@ -229,7 +249,7 @@ class ParallelStateEnv(MultiAgentEnv):
         if global_state == "state":
             state_shape = global_state_shape(env)
             if state_shape is None:
-                name = getattr(env, "metadata", {}).get("name", type(env).__name__)
+                name = env_name(env)
                 raise ValueError(
                     f"Environment {name!r} must implement state(): HATRPO's centralised critic "
                     "requires a global state (or use global_state='concat_obs')."
