@@ -43,6 +43,7 @@ targets compare with `PPO`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ import rllib_hatrpo  # noqa: F401  (registers the "mamujoco" env and the algorit
 from rllib_hatrpo.config import module_per_agent
 from rllib_hatrpo.env_probe import probe_env
 from rllib_hatrpo.experiment import Experiment, load_experiment, resolve_env_config
-from rllib_hatrpo.train import add_team_return
+from rllib_hatrpo.metrics import TEAM_RETURN, team_return
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -147,7 +148,7 @@ def ppo_config(reference: Experiment | None = None, *, rllib_defaults: bool = Fa
                 },
             }
         )
-        .callbacks(on_train_result=add_team_return)
+        .callbacks(on_train_result=add_team_return)  # RLlib's PPO does not add it itself
         .debugging(seed=ref.seed)
     )
     if not rllib_defaults:
@@ -182,3 +183,10 @@ def algorithm_config(name: str, overrides: Overrides = ()) -> AlgorithmConfig:
             load_ha_experiment(REFERENCE, overrides), rllib_defaults=name == PPO_DEFAULTS
         )
     raise ValueError(f"algorithm {name!r} is unknown; allowed: {', '.join(ALGORITHMS)}")
+
+
+def add_team_return(*, result: dict[str, Any], **kwargs: Any) -> None:
+    """RLlib `on_train_result` callback for RLlib's own algorithms: the team return at the
+    result's top level, as our algorithms report it (NaN until the first episode ends)."""
+    value = team_return(result)
+    result[TEAM_RETURN] = math.nan if value is None else value

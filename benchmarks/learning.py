@@ -53,7 +53,7 @@ from ray.rllib.utils.metrics import (
 
 from rllib_hatrpo.checkpointing import restore_path, save_checkpoint
 from rllib_hatrpo.experiment import parse_override
-from rllib_hatrpo.train import team_return
+from rllib_hatrpo.metrics import team_return
 
 CSV_FIELDS = [
     "algo",

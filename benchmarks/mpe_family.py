@@ -16,7 +16,7 @@ import numpy as np
 import ray
 
 from rllib_hatrpo import HAA2CConfig, HAPPOConfig, HATRPOConfig
-from rllib_hatrpo.train import team_return
+from rllib_hatrpo.metrics import team_return
 
 STEPS_PER_ITERATION = 2000
 EPISODES_PER_ITERATION = STEPS_PER_ITERATION // 25  # simple_spread episodes last 25 steps

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
 from typing import Any
 
@@ -15,6 +17,7 @@ from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
     ENV_RUNNER_SAMPLING_TIMER,
+    EVALUATION_RESULTS,
     LEARNER_RESULTS,
     LEARNER_UPDATE_TIMER,
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
@@ -30,9 +33,9 @@ from rllib_hatrpo.cluster_check import (
     check_one_env_runner_fits,
 )
 from rllib_hatrpo.data_parallel import shard_by_env_steps
+from rllib_hatrpo.metrics import AGENT_ORDER, TEAM_RETURN, team_return
 from rllib_hatrpo.sequential_update import AgentOrder
 
-AGENT_ORDER = "agent_order"
 # Timers report this iteration's seconds (RLlib's default is a slow moving average).
 _THIS_ITERATION = {"reduce": "mean", "window": 1}
 _RECOVERY_POLL_S = 1.0
@@ -54,6 +57,14 @@ def learner_data(episodes: list, num_learners: int) -> dict[str, Any]:
     if num_learners <= 1:
         return {"episodes": episodes}
     return {"episodes_refs": [ray.put(s) for s in shard_by_env_steps(episodes, num_learners)]}
+
+
+def absolute_local_path(path: Any, filesystem: Any = None) -> Any:
+    """A relative local path made absolute (pyarrow, which RLlib reads checkpoints with, takes
+    none); URIs, paths on a given filesystem and absolute paths are returned as they are."""
+    if filesystem is None and isinstance(path, str | os.PathLike) and "://" not in str(path):
+        return os.path.abspath(path)
+    return path
 
 
 class HAAlgorithm(Algorithm):
@@ -151,6 +162,7 @@ class HAAlgorithm(Algorithm):
         that e.g. `HATRPO.from_checkpoint` of a HAPPO checkpoint says so before building."""
         if isinstance(path, Checkpoint):
             path = path.to_directory()
+        path = absolute_local_path(path, filesystem)
         check_checkpoint_class(path, cls, filesystem)
         return super().from_checkpoint(path, filesystem, **kwargs)
 
@@ -158,16 +170,43 @@ class HAAlgorithm(Algorithm):
     def restore_from_path(self, path, *args, **kwargs) -> None:
         """RLlib's, after checking that the checkpoint was written by this algorithm class on
         the same agents, policy modules and spaces (a ValueError names every difference)."""
+        path = absolute_local_path(path, kwargs.get("filesystem"))
         if kwargs.get("component") is None:
             check_restorable(path, self, kwargs.get("filesystem"))
         super().restore_from_path(path, *args, **kwargs)
 
     @override(Algorithm)
     def step(self) -> dict:
-        """RLlib's step, plus this iteration's agent order as a list in the result."""
+        """RLlib's step, plus this iteration's agent order as a list and the team return (of
+        the training episodes, and of the evaluation when it ran; NaN until an episode ended)
+        in the result."""
         result = super().step()
         result[AGENT_ORDER] = list(self._last_agent_order)
+        for part in (result, result.get(EVALUATION_RESULTS)):
+            if part is not None:
+                value = team_return(part)
+                part[TEAM_RETURN] = math.nan if value is None else value
         return result
+
+    @override(Algorithm)
+    def evaluate(self, *args, **kwargs) -> dict:
+        """RLlib's evaluation; without evaluation EnvRunners it needs an env on the driver.
+
+        Raises:
+            ValueError: Naming the settings to use, when there are no evaluation EnvRunners
+                and the driver's EnvRunner has no env (it has none when remote EnvRunners
+                sample).
+        """
+        if self.eval_env_runner_group is None and getattr(self.env_runner, "env", None) is None:
+            raise ValueError(
+                f"{type(self).__name__}.evaluate() has no env to evaluate in: the driver's "
+                f"EnvRunner has none while remote EnvRunners sample (num_env_runners="
+                f"{self.config.num_env_runners}). Give the config evaluation EnvRunners, e.g. "
+                "config.evaluation(evaluation_num_env_runners=1, evaluation_duration=10, "
+                "evaluation_duration_unit='episodes'), or one with an env on the driver: "
+                "config.env_runners(create_env_on_local_env_runner=True)."
+            )
+        return super().evaluate(*args, **kwargs)
 
     @override(Algorithm)
     def training_step(self) -> None:

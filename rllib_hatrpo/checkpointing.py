@@ -29,6 +29,12 @@ ALGORITHM_CLASSES_KEY = "algorithm_classes"
 of a base class accepts)."""
 TEAM_KEY = "team"
 """Metadata: the env's agents, policy modules and spaces, see :func:`team_description`."""
+CHECKPOINT_DIR = "checkpoint"
+"""The checkpoint's folder in a run directory of `rllib-hatrpo train`."""
+
+
+class CheckpointError(ValueError):
+    """A path that holds no checkpoint of ours, or one of another algorithm or team."""
 
 
 def save_checkpoint(algo: Algorithm, path: str | os.PathLike) -> Path:
@@ -66,6 +72,28 @@ def restore_path(path: str | os.PathLike) -> Path:
     if old.exists():
         return old
     raise FileNotFoundError(f"checkpoint: no checkpoint at {path}")
+
+
+def find_checkpoint(path: str | os.PathLike) -> Path:
+    """The absolute path of the algorithm checkpoint at `path`: the folder itself, or the
+    checkpoint of the run directory `path` (each, after a crash mid-save, its `.old` twin).
+
+    Raises:
+        CheckpointError: If neither holds an algorithm checkpoint.
+    """
+    path = Path(path).expanduser().resolve()
+    for candidate in (path, path / CHECKPOINT_DIR):
+        try:
+            found = restore_path(candidate)
+        except FileNotFoundError:
+            continue
+        if (found / Algorithm.METADATA_FILE_NAME).exists():
+            return found
+    raise CheckpointError(
+        f"checkpoint: {path} holds no algorithm checkpoint (no {Algorithm.METADATA_FILE_NAME}); "
+        f"pass a checkpoint folder such as RUN_DIR/{CHECKPOINT_DIR}, or a run directory of "
+        "`rllib-hatrpo train`"
+    )
 
 
 def _fsync_tree(root: Path) -> None:
@@ -125,7 +153,7 @@ def read_metadata(path: str | os.PathLike, filesystem: pyarrow.fs.FileSystem | N
         with filesystem.open_input_stream(file) as f:
             return json.loads(f.read().decode("utf-8"))
     except FileNotFoundError as err:
-        raise FileNotFoundError(f"checkpoint: {path} is no algorithm checkpoint ({err})") from err
+        raise CheckpointError(f"checkpoint: {path} is no algorithm checkpoint ({err})") from err
 
 
 def check_checkpoint_class(
@@ -135,7 +163,7 @@ def check_checkpoint_class(
     metadata = read_metadata(path, filesystem)
     written_by = _written_by(metadata, path)
     if cls.__name__ not in metadata[ALGORITHM_CLASSES_KEY]:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {path} holds a {written_by} algorithm; {cls.__name__}.from_checkpoint "
             f"cannot restore it. Use {written_by}.from_checkpoint(...) or "
             "ray.rllib.algorithms.algorithm.Algorithm.from_checkpoint(...)."
@@ -153,16 +181,25 @@ def check_restorable(
     saved = {key: metadata.get(key) for key in (ALGORITHM_KEY, TEAM_KEY)}
     differences = _differences(saved, {key: current[key] for key in saved}, "")
     if differences:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {path} does not fit this {current[ALGORITHM_KEY]} algorithm:\n  "
             + "\n  ".join(differences)
         )
 
 
+def written_by(path: str | os.PathLike) -> str:
+    """The name of the algorithm that wrote the checkpoint at `path`.
+
+    Raises:
+        CheckpointError: If rllib_hatrpo did not write it.
+    """
+    return _written_by(read_metadata(path), path)
+
+
 def _written_by(metadata: dict, path: Any) -> str:
-    """The writing algorithm's name; raises ValueError if rllib_hatrpo did not write it."""
+    """The writing algorithm's name; raises CheckpointError if rllib_hatrpo did not write it."""
     if ALGORITHM_CLASSES_KEY not in metadata:
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {path} was not written by an rllib_hatrpo algorithm (its "
             f"{Algorithm.METADATA_FILE_NAME} names no {ALGORITHM_KEY!r}); restore it with the "
             "algorithm class that wrote it."

@@ -26,25 +26,65 @@ from typing import Any
 
 import yaml
 
-from rllib_hatrpo.checkpointing import restore_path
+from rllib_hatrpo.checkpointing import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    find_checkpoint,
+    restore_path,
+    written_by,
+)
 from rllib_hatrpo.cluster_check import ResourceError
-from rllib_hatrpo.experiment import Experiment, ExperimentError, load_experiment, parse_override
-from rllib_hatrpo.train import CHECKPOINT_DIR, progress_fraction, train
+from rllib_hatrpo.config import ConfigError
+from rllib_hatrpo.experiment import (
+    Experiment,
+    ExperimentError,
+    load_experiment,
+    parse_override,
+    problems_message,
+)
+from rllib_hatrpo.registry import algorithm_class
+from rllib_hatrpo.train import progress_fraction, train
 
 EXPERIMENT_YAML = "experiment.yaml"
 """The resolved experiment (file plus command-line overrides) saved in every run directory."""
 
 
+USER_ERRORS = (
+    ExperimentError,
+    CheckpointError,
+    ResourceError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
+"""Mistakes in what the user gave (files, keys, values, paths, resources): a message, no
+traceback, exit status 2."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Runs one subcommand; returns the exit status (2 for a bad experiment or config, or one
-    asking for resources the cluster can never provide; 1 when training stopped because
-    every EnvRunner was lost for good)."""
-    args = _parser().parse_args(argv)
+    """Runs one subcommand; returns the exit status (2 for bad arguments, a bad experiment,
+    config or path, or one asking for resources the cluster can never provide; 1 when
+    training stopped because every EnvRunner was lost for good)."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse's usage error (status 2) or --help (0)
+        return int(exit_.code or 0)
     try:
         return args.command(args)
-    except (ExperimentError, FileNotFoundError, ResourceError) as err:
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be an integer >= 1")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         help="override a key of the file, e.g. training.kl_threshold=0.02 (a YAML value)",
     )
     run_options.add_argument("--num-env-runners", type=int, metavar="N")
-    run_options.add_argument("--stop-timesteps", type=int, metavar="T", help="env steps")
+    run_options.add_argument("--stop-timesteps", type=_positive_int, metavar="T", help="env steps")
     run_options.add_argument("--seed", type=int, metavar="S")
     run_options.add_argument("--wandb", action="store_true", help="log to Weights & Biases")
     run_options.add_argument("--run-dir", type=Path, metavar="DIR")
@@ -77,8 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.set_defaults(command=tune_command)
 
     sub = commands.add_parser("evaluate", help="roll out a checkpoint's policy")
-    sub.add_argument("checkpoint", type=Path)
-    sub.add_argument("--episodes", type=int, default=10)
+    sub.add_argument("checkpoint", type=Path, help="a checkpoint folder, or a run directory")
+    sub.add_argument("--episodes", type=_positive_int, default=10)
     sub.add_argument(
         "--video", type=Path, metavar="OUT.mp4", help="record the episodes into this video"
     )
@@ -88,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("resume", help="continue a run directory from its checkpoint")
     sub.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     sub.add_argument(
-        "--stop-timesteps", type=int, metavar="T", help="train on to T env steps instead"
+        "--stop-timesteps", type=_positive_int, metavar="T", help="train on to T env steps instead"
     )
     sub.set_defaults(command=resume_command)
     return parser
@@ -115,12 +155,16 @@ def _new_run_dir(args: argparse.Namespace) -> Path:
 
 
 def _check_config(experiment: Experiment, source: Path) -> Any:
-    """The algorithm config, validated before Ray starts (bad values exit with status 2)."""
-    config = experiment.build_config()
+    """The algorithm config, validated before Ray starts: every invalid setting is named with
+    its key in the file (exit status 2)."""
     try:
+        config = experiment.build_config()
         config.validate()
+    except ConfigError as err:
+        problems = [experiment.qualified(problem) for problem in err.problems]
+        raise ExperimentError(problems_message(str(source), problems)) from None
     except ValueError as err:
-        raise ExperimentError(f"{source}: {err}") from err
+        raise ExperimentError(f"{source}: {err}") from None
     return config
 
 
@@ -161,7 +205,6 @@ def train_command(args: argparse.Namespace) -> int:
 def resume_command(args: argparse.Namespace) -> int:
     """`resume RUN_DIR`: restores RUN_DIR/checkpoint and trains on to the stored stop (or to
     `--stop-timesteps`, which then becomes the stored stop)."""
-    from ray.rllib.algorithms.algorithm import Algorithm
     from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
     run_dir: Path = args.run_dir
@@ -169,11 +212,17 @@ def resume_command(args: argparse.Namespace) -> int:
     if args.stop_timesteps is not None:
         overrides["stop"] = {"num_env_steps_sampled_lifetime": args.stop_timesteps}
     experiment = load_experiment(run_dir / EXPERIMENT_YAML, overrides)
+    checkpoint = restore_path(run_dir / CHECKPOINT_DIR).resolve()
+    if written_by(checkpoint) != experiment.algorithm:
+        raise CheckpointError(
+            f"{run_dir}: its checkpoint holds a {written_by(checkpoint)} algorithm, but its "
+            f"{EXPERIMENT_YAML} names {experiment.algorithm}; resume only a run directory "
+            "written by `rllib-hatrpo train`"
+        )
     _save_experiment(experiment, run_dir)
-    checkpoint = restore_path(run_dir / CHECKPOINT_DIR)
     print(f"resuming {run_dir.resolve()} from {checkpoint}", flush=True)
     with ray_session():
-        algo = Algorithm.from_checkpoint(str(checkpoint.resolve()))
+        algo = algorithm_class(experiment.algorithm).from_checkpoint(str(checkpoint))
         steps = algo.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
         print(f"restored iteration {algo.iteration}, {int(steps):,} env steps", flush=True)
         if progress_fraction(experiment.stop, int(steps), algo.iteration) >= 1.0:
@@ -258,11 +307,12 @@ def evaluate_command(args: argparse.Namespace) -> int:
     """`evaluate CHECKPOINT`: `rllib_hatrpo.evaluation.evaluate_checkpoint`, printed as JSON."""
     from rllib_hatrpo.evaluation import evaluate_checkpoint
 
+    checkpoint = find_checkpoint(args.checkpoint)
     video = None if args.video is None else str(args.video)
-    result = evaluate_checkpoint(str(args.checkpoint), episodes=args.episodes, video_path=video)
+    result = evaluate_checkpoint(str(checkpoint), episodes=args.episodes, video_path=video)
     print(json.dumps(result, indent=2, default=str), flush=True)
     if args.wandb:
-        _log_evaluation(args.checkpoint, result, args.video)
+        _log_evaluation(checkpoint, result, args.video)
     return 0
 
 
@@ -271,7 +321,7 @@ def _log_evaluation(checkpoint: Path, result: Any, video: Path | None) -> None:
     run's `wandb` settings."""
     from rllib_hatrpo import wandb_logging
 
-    run_dir = checkpoint.resolve().parent
+    run_dir = checkpoint.parent
     experiment_file = run_dir / EXPERIMENT_YAML
     settings = (load_experiment(experiment_file).wandb or {}) if experiment_file.exists() else {}
     wandb_logging.log_evaluation(settings, run_dir, dict(result), video)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.policy.policy import PolicySpec
+from ray.rllib.utils.annotations import override
 from typing_extensions import Self
 
 from rllib_hatrpo.actor import ActorRLModule
 from rllib_hatrpo.env_probe import TeamSpaces, probe_env
-from rllib_hatrpo.networks import NETWORK_DEFAULTS
+from rllib_hatrpo.networks import ACTIVATIONS, NETWORK_DEFAULTS
+from rllib_hatrpo.schema import builder_fields, conforms, is_search_space
 from rllib_hatrpo.shared_critic import SHARED_CRITIC_ID, SharedCriticRLModule
 from rllib_hatrpo.team_batch import TeamBatchBuilder
 from rllib_hatrpo.team_env_runner import TeamEnvRunner, check_team_env_runner_config
@@ -33,6 +37,19 @@ FAULT_TOLERANCE_DEFAULTS: dict[str, Any] = {
     "env_runner_health_probe_timeout_s": 10.0,
 }
 """`AlgorithmConfig.fault_tolerance()` settings our configs default to (RLlib's otherwise)."""
+
+IGNORED_SETTINGS: dict[str, str] = {
+    "num_epochs": "set the critic's passes with critic_epochs (the actors' with ppo_epochs "
+    "for HAPPO, a2c_epochs for HAA2C)",
+    "minibatch_size": "set the minibatches per epoch with critic_minibatches (and "
+    "actor_minibatches for HAPPO and HAA2C)",
+    "shuffle_batch_per_epoch": "minibatches are always drawn from a fresh permutation",
+    "model": "set the actors' and critic's networks with hidden_sizes, activation and layer_norm",
+    "optimizer": "every module has HARL's Adam (eps 1e-5)",
+    "grad_clip": "set the gradient-norm clip with max_grad_norm",
+    "grad_clip_by": "gradients are clipped by their global norm (max_grad_norm)",
+}
+"""RLlib `training()` settings no heterogeneous-agent algorithm uses, and what sets that instead."""
 
 
 def module_per_agent(agent_id: str, episode: Any = None, **kwargs) -> str:
@@ -87,6 +104,7 @@ class HAConfig(AlgorithmConfig):
         self._auto_min_sample_timesteps = True
         self._team_spaces: TeamSpaces | None = None
 
+    @override(AlgorithmConfig)
     def training(
         self,
         *,
@@ -139,6 +157,7 @@ class HAConfig(AlgorithmConfig):
             layer_norm=layer_norm,
         )
 
+    @override(AlgorithmConfig)
     def fault_tolerance(
         self, *, env_runner_recovery_timeout_s: float = NotProvided, **kwargs
     ) -> Self:
@@ -153,6 +172,7 @@ class HAConfig(AlgorithmConfig):
         super().fault_tolerance(**kwargs)
         return self.set_provided(env_runner_recovery_timeout_s=env_runner_recovery_timeout_s)
 
+    @override(AlgorithmConfig)
     def reporting(self, *, min_sample_timesteps_per_iteration: int = NotProvided, **kwargs) -> Self:
         """RLlib's `reporting()`; setting `min_sample_timesteps_per_iteration` turns off our
         default for it (the train batch size, see `validate`)."""
@@ -174,9 +194,13 @@ class HAConfig(AlgorithmConfig):
             self._team_spaces = probe_env(self.env, self.env_config)
         return self._team_spaces
 
+    @override(AlgorithmConfig)
     def validate(self) -> None:
-        """Checks our fields, then probes the env and sets up one module per agent."""
-        self._validate_ha_fields()
+        """Checks every setting (all problems in one `ConfigError`), then probes the env and
+        sets up one module per agent."""
+        problems = self.setting_problems()
+        if problems:
+            raise ConfigError(problems)
         if self._auto_min_sample_timesteps:
             # RLlib repeats `training_step` within an iteration until this many env steps were
             # sampled: one batch normally, and a second try when sampling lost every EnvRunner
@@ -186,42 +210,90 @@ class HAConfig(AlgorithmConfig):
             self._setup_team_modules(self.team_spaces())
         super().validate()
 
-    def _validate_ha_fields(self) -> None:
-        check_team_env_runner_config(self)
-        check_field(0.0 <= self.gamma <= 1.0, "gamma", self.gamma, "a number in [0, 1]")
-        check_field(0.0 <= self.lambda_ <= 1.0, "lambda_", self.lambda_, "a number in [0, 1]")
-        check_field(self.critic_lr > 0, "critic_lr", self.critic_lr, "a number > 0")
-        check_field(self.critic_epochs >= 1, "critic_epochs", self.critic_epochs, "an integer >= 1")
-        check_minibatches(self, "critic_minibatches", self.critic_minibatches)
-        check_field(self.value_clip > 0, "value_clip", self.value_clip, "a number > 0")
-        check_field(self.huber_delta > 0, "huber_delta", self.huber_delta, "a number > 0")
-        check_field(self.max_grad_norm > 0, "max_grad_norm", self.max_grad_norm, "a number > 0")
-        check_field(
-            self.env_runner_recovery_timeout_s > 0,
-            "env_runner_recovery_timeout_s",
-            self.env_runner_recovery_timeout_s,
-            "a number > 0 (seconds)",
-        )
-        check_field(
-            len(self.hidden_sizes) >= 1 and all(int(h) >= 1 for h in self.hidden_sizes),
-            "hidden_sizes",
-            self.hidden_sizes,
-            "a non-empty list of positive integers",
-        )
-        check_field(
-            self.activation in ("relu", "tanh", "leaky_relu"),
-            "activation",
-            self.activation,
-            "one of 'relu', 'tanh', 'leaky_relu'",
-        )
-        env_copies = self.num_envs_per_env_runner * max(1, self.num_env_runners)
-        check_field(
-            self.num_learners <= max(1, env_copies),
-            "num_learners",
-            self.num_learners,
-            f"at most the number of env copies sampling ({env_copies} = num_envs_per_env_runner"
-            " × num_env_runners): each learner takes whole episode fragments",
-        )
+    def setting_problems(self) -> list[str]:
+        """One message per invalid setting: its name, value, type and what is allowed.
+
+        Each rule of :meth:`setting_rules` checks the type (the rule's, else the hint of our own
+        builder keyword) before the range; Tune search spaces are skipped (their trial's values
+        are checked when the trial builds its algorithm). RLlib settings that our algorithms
+        ignore must be left at their defaults (:data:`IGNORED_SETTINGS`).
+        """
+        problems = []
+        try:
+            check_team_env_runner_config(self)
+        except ValueError as err:
+            problems.append(str(err))
+        hints = {
+            **builder_fields(type(self), "fault_tolerance", own_only=True),
+            **builder_fields(type(self), "training", own_only=True),
+        }
+        for name, rule in self.setting_rules().items():
+            value = getattr(self, name)
+            if is_search_space(value):
+                continue
+            hint = rule.hint if rule.hint is not None else hints.get(name, Any)
+            try:
+                ok = conforms(value, hint) and rule.check(value)
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                problems.append(invalid(name, value, rule.allowed))
+        defaults = type(self)()
+        for name, reason in self.ignored_settings().items():
+            value = getattr(self, name)
+            if value != getattr(defaults, name):
+                problems.append(
+                    f"{name}={value!r} is not used by {self.algo_class.__name__}: {reason}. "
+                    "Leave it unset."
+                )
+        return problems
+
+    def setting_rules(self) -> dict[str, Rule]:
+        """What each setting must be; subclasses add theirs."""
+        rows = self.train_batch_size_per_learner
+        env_copies = _number(self.num_envs_per_env_runner) * max(1, _number(self.num_env_runners))
+        return {
+            "gamma": Rule(lambda v: 0 <= v <= 1, "a number in [0, 1]", float),
+            "lambda_": Rule(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+            "critic_lr": Rule(lambda v: v > 0, "a number > 0"),
+            "critic_epochs": Rule(lambda v: v >= 1, "an integer >= 1"),
+            "critic_minibatches": minibatch_rule(rows),
+            "value_clip": Rule(lambda v: v > 0, "a number > 0"),
+            "huber_delta": Rule(lambda v: v > 0, "a number > 0"),
+            "max_grad_norm": Rule(lambda v: v > 0, "a number > 0"),
+            "use_value_norm": Rule(_any, "true or false"),
+            "fixed_order": Rule(_any, "true or false"),
+            "share_policy": Rule(_any, "true or false"),
+            "layer_norm": Rule(_any, "true or false"),
+            "hidden_sizes": Rule(
+                lambda v: len(v) >= 1 and all(h >= 1 for h in v),
+                "a non-empty list of positive integers, e.g. [128, 128, 128]",
+            ),
+            "activation": Rule(lambda v: v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}"),
+            "env_runner_recovery_timeout_s": Rule(lambda v: v > 0, "a number > 0 (seconds)"),
+            "train_batch_size_per_learner": Rule(
+                lambda v: v >= 1, "an integer >= 1 (env steps per iteration and learner)", int
+            ),
+            "num_env_runners": Rule(
+                lambda v: v >= 0, "an integer >= 0 (0: sample in the driver's process)", int
+            ),
+            "num_envs_per_env_runner": Rule(lambda v: v >= 1, "an integer >= 1", int),
+            "rollout_fragment_length": Rule(
+                lambda v: v == "auto" or v >= 1, "'auto' or an integer >= 1", int | str
+            ),
+            "evaluation_num_env_runners": Rule(lambda v: v >= 0, "an integer >= 0", int),
+            "num_learners": Rule(
+                lambda v: 0 <= v <= max(1, env_copies),
+                f"an integer in [0, {max(1, env_copies)}], at most the number of env copies "
+                "sampling (num_envs_per_env_runner × num_env_runners): each learner takes "
+                "whole episode fragments",
+                int,
+            ),
+        }
+
+    def ignored_settings(self) -> dict[str, str]:
+        """RLlib `training()` settings this algorithm does not use, and what to set instead."""
+        return dict(IGNORED_SETTINGS)
 
     def _setup_team_modules(self, spaces: TeamSpaces) -> None:
         """One policy module per agent (or one shared), unless the user set policies."""
@@ -270,12 +342,14 @@ class HAConfig(AlgorithmConfig):
             "layer_norm": self.layer_norm,
         }
 
+    @override(AlgorithmConfig)
     def get_default_rl_module_spec(self) -> RLModuleSpec:
         return RLModuleSpec(
             module_class=ActorRLModule,
             model_config=self.network_config(),
         )
 
+    @override(AlgorithmConfig)
     def get_multi_rl_module_spec(
         self, *, inference_only: bool = False, **kwargs
     ) -> MultiRLModuleSpec:
@@ -295,6 +369,7 @@ class HAConfig(AlgorithmConfig):
             )
         return spec
 
+    @override(AlgorithmConfig)
     def build_learner_connector(self, input_observation_space, input_action_space, device=None):
         """Only the team-batch builder (after any user connectors): rows stay aligned."""
         pipeline = super().build_learner_connector(
@@ -311,16 +386,48 @@ def _policy_spec(spaces: TeamSpaces, agent: str) -> PolicySpec:
     )
 
 
-def check_minibatches(config: AlgorithmConfig, field: str, value: int) -> None:
+class ConfigError(ValueError):
+    """Every invalid setting of a config, one message per line (`problems`)."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one setting must be: `check` on a value of type `hint` (default: the hint of our
+    builder keyword), described as `allowed`."""
+
+    check: Callable[[Any], bool]
+    allowed: str
+    hint: Any = None
+
+
+def minibatch_rule(rows: Any) -> Rule:
     """Minibatches per epoch: at least 1, at most the rows of one train batch."""
-    rows = config.train_batch_size_per_learner or config.train_batch_size
-    check_field(1 <= value <= rows, field, value, f"an integer in [1, {rows}] (the batch size)")
+    rows = _number(rows)
+    return Rule(lambda v: 1 <= v <= rows, f"an integer in [1, {rows}] (the batch size)")
+
+
+def invalid(field: str, value: Any, allowed: str) -> str:
+    """The message for an invalid setting: its name, value (and type) and what is allowed."""
+    return f"{field}={value!r} ({type(value).__name__}) is invalid: must be {allowed}."
 
 
 def check_field(ok: bool, field: str, value: Any, allowed: str) -> None:
-    """Raises a ValueError naming the field, its value and what is allowed."""
+    """Raises a ConfigError naming the field, its value and what is allowed."""
     if not ok:
-        raise ValueError(f"{field}={value!r} is invalid: must be {allowed}.")
+        raise ConfigError([invalid(field, value, allowed)])
+
+
+def _any(value: Any) -> bool:
+    return True
+
+
+def _number(value: Any) -> int:
+    """A count used to describe another setting's bounds; 1 when it is itself invalid."""
+    return value if conforms(value, int) and value >= 1 else 1
 
 
 class FirstOrderConfig(HAConfig):
@@ -332,6 +439,7 @@ class FirstOrderConfig(HAConfig):
         self.actor_minibatches = 1
         self.entropy_coeff = 0.01
 
+    @override(HAConfig)
     def training(
         self,
         *,
@@ -357,9 +465,29 @@ class FirstOrderConfig(HAConfig):
         """Passes over the agent's batch in its step (each method names its own field)."""
         raise NotImplementedError
 
-    def _validate_ha_fields(self) -> None:
-        super()._validate_ha_fields()
-        check_minibatches(self, "actor_minibatches", self.actor_minibatches)
-        check_field(self.entropy_coeff >= 0, "entropy_coeff", self.entropy_coeff, "a number >= 0")
-        if not isinstance(self.lr, list | tuple):
-            check_field(self.lr > 0, "lr", self.lr, "a number > 0 or a schedule")
+    @override(HAConfig)
+    def setting_rules(self) -> dict[str, Rule]:
+        return {
+            **super().setting_rules(),
+            "actor_minibatches": minibatch_rule(self.train_batch_size_per_learner),
+            "entropy_coeff": Rule(lambda v: v >= 0, "a number >= 0"),
+            "lr": Rule(
+                _positive_rate_or_schedule,
+                "a number > 0, or a schedule [[timestep, rate], ...] with rising timesteps "
+                "starting at 0 and rates >= 0",
+                float | list[list[float]],
+            ),
+        }
+
+
+def _positive_rate_or_schedule(value: Any) -> bool:
+    """A learning rate > 0, or RLlib's piecewise-linear schedule [[0, lr0], [t1, lr1], ...]."""
+    if not isinstance(value, list | tuple):
+        return value > 0
+    steps = [point[0] for point in value]
+    return (
+        len(value) >= 1
+        and all(len(point) == 2 and point[1] >= 0 for point in value)
+        and steps[0] == 0
+        and all(a < b for a, b in zip(steps, steps[1:], strict=False))
+    )

@@ -21,12 +21,24 @@ class TeamSpaces:
 def probe_env(env_specifier: object, env_config: dict) -> TeamSpaces:
     """Builds one env exactly as RLlib's EnvRunners would, reads its spaces, and closes it.
 
-    Raises ValueError when the env exposes no global state (`state_space`).
+    Raises ValueError when the env name is unknown or the env exposes no global state
+    (`state_space`).
     """
     from ray.rllib.algorithms.algorithm import Algorithm
+    from ray.rllib.utils.error import EnvError
 
-    _, creator = Algorithm._get_env_id_and_creator(env_specifier, _NoRemoteEnvs())
-    env = creator(EnvContext(env_config or {}, worker_index=0))
+    try:
+        _, creator = Algorithm._get_env_id_and_creator(env_specifier, _NoRemoteEnvs())
+        env = creator(EnvContext(env_config or {}, worker_index=0))
+    except EnvError:
+        from rllib_hatrpo.envs import registered_env_names
+
+        raise ValueError(
+            f"env={env_specifier!r} is unknown: it is neither a registered env (ours: "
+            f"{', '.join(registered_env_names())}; or your own, registered with "
+            "ray.tune.register_env) nor an env class path. A single-agent Gymnasium id takes "
+            "TRPO."
+        ) from None
     try:
         env = getattr(env, "unwrapped", env)
         state_space = getattr(env, "state_space", None)

@@ -27,7 +27,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.rllib.env.env_context import EnvContext
 
-from rllib_hatrpo.checkpointing import load_config, load_modules, restore_path
+from rllib_hatrpo.checkpointing import find_checkpoint, load_config, load_modules, written_by
 from rllib_hatrpo.team_env_runner import env_action
 
 GL_BACKENDS: tuple[str, ...] = ("egl", "osmesa")
@@ -49,8 +49,9 @@ def evaluate_checkpoint(
     checkpoint's config (same env and env_config).
 
     Args:
-        checkpoint: An algorithm checkpoint folder (after a crash mid-save, its `.old` twin is
-            used, as by `checkpointing.restore_path`).
+        checkpoint: An algorithm checkpoint folder, or a run directory holding one, absolute or
+            relative (after a crash mid-save, its `.old` twin is used, as by
+            `checkpointing.restore_path`).
         episodes: Number of episodes, >= 1.
         video_path: If given, every episode is rendered offscreen (the env built with
             `render_mode="rgb_array"`) into this MP4 file: one frame after each reset and after
@@ -65,9 +66,10 @@ def evaluate_checkpoint(
 
     Custom env-to-module connectors (e.g. observation filters) of the config are not applied.
     """
-    if episodes < 1:
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes={episodes!r} is invalid: must be an integer >= 1.")
-    path = restore_path(checkpoint)
+    path = find_checkpoint(checkpoint)
+    written_by(path)  # ours, or a CheckpointError saying so
     config = load_config(path)
     policy = MeanActionPolicy(load_modules(path, list(config.policies)), config)
     env_config = dict(config.env_config or {})

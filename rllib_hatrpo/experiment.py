@@ -33,20 +33,18 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import re
-import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
-from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
 from rllib_hatrpo.envs.mamujoco import single_joint_factorization
 from rllib_hatrpo.registry import ALGORITHMS, algorithm_class
-from rllib_hatrpo.train import add_team_return
+from rllib_hatrpo.schema import builder_fields, conforms, describe, show, signature_fields
 
 BUILDER_SECTIONS = ("env_runners", "learners", "training", "evaluation", "fault_tolerance")
 """Sections passed as keyword arguments to the `AlgorithmConfig` builder method of that name."""
@@ -118,7 +116,7 @@ class Experiment:
         config.environment(self.env, env_config=resolve_env_config(self.env, self.env_config))
         for section in BUILDER_SECTIONS:
             getattr(config, section)(**getattr(self, section))
-        return config.debugging(seed=self.seed).callbacks(on_train_result=add_team_return)
+        return config.debugging(seed=self.seed)
 
     def param_space(self) -> AlgorithmConfig:
         """The config with Tune search spaces in place of the `search` keys' values."""
@@ -137,6 +135,10 @@ class Experiment:
                 for kind, values in spec.items()
             }
         )
+
+    def qualified(self, problem: str) -> str:
+        """A config's problem message with its key's section in this file, see `qualify`."""
+        return qualify(problem, self.to_dict())
 
     def tune_stop(self) -> dict[str, int]:
         """The stop criteria as keys of Tune's flattened result."""
@@ -168,9 +170,19 @@ _Loader.add_implicit_resolver(
 )
 
 
-def parse_yaml(text: str) -> Any:
-    """Parses YAML text (a file, or one `--set` value) with the experiment loader."""
-    return yaml.load(text, Loader=_Loader)
+def parse_yaml(text: str, source: str = "YAML") -> Any:
+    """Parses YAML text (a file, or one `--set` value) with the experiment loader.
+
+    Raises:
+        ExperimentError: Naming `source` and where the text is not valid YAML.
+    """
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ExperimentError(f"{source}: not valid YAML{where}: {problem}") from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -178,7 +190,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ExperimentError(f"--set {text!r}: expected KEY=VALUE, e.g. training.lr=0.001")
-    return key.strip(), parse_yaml(value)
+    return key.strip(), parse_yaml(value, f"--set {text!r}")
 
 
 def load_experiment(
@@ -196,11 +208,13 @@ def load_experiment(
         FileNotFoundError: If `path` does not exist.
     """
     source = str(path)
-    data = parse_yaml(Path(path).read_text())
+    if Path(path).is_dir():
+        raise ExperimentError(f"{source}: is a directory; expected an experiment YAML file")
+    data = parse_yaml(Path(path).read_text(), source)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ExperimentError(f"{source}: expected a mapping of keys, got {_show(data)}")
+        raise ExperimentError(f"{source}: expected a mapping of keys, got {show(data)}")
     items = overrides.items() if isinstance(overrides, Mapping) else overrides
     for key, value in items:
         _set_dotted(data, key, value, source)
@@ -223,11 +237,15 @@ def validate_experiment(data: Mapping[str, Any], source: str) -> Experiment:
     :class:`Experiment`.
 
     Raises:
-        ExperimentError: Naming `source`, the key and what is allowed.
+        ExperimentError: Naming `source` and, for every problem of the file at once, the key,
+            what is wrong and what is allowed.
     """
+    problems: list[str] = []
+    failed: set[str] = set()
 
-    def fail(key: str, problem: str, allowed: str) -> typing.NoReturn:
-        raise ExperimentError(f"{source}: {key}: {problem}; allowed: {allowed}")
+    def fail(key: str, problem: str, allowed: str) -> None:
+        failed.add(key)
+        problems.append(f"{key}: {problem}; allowed: {allowed}")
 
     top = typing.get_type_hints(Experiment)
     _check_keys(data, top, "", fail)
@@ -236,65 +254,147 @@ def validate_experiment(data: Mapping[str, Any], source: str) -> Experiment:
             field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
         )
         if required and field.name not in data:
-            fail(field.name, "missing", _describe(top[field.name]))
-    if data["algorithm"] not in ALGORITHMS:
-        fail("algorithm", f"{_show(data['algorithm'])} is unknown", ", ".join(ALGORITHMS))
-    config_cls = type(algorithm_class(data["algorithm"]).get_default_config())
+            fail(field.name, "missing", describe(top[field.name]))
     sections: dict[str, dict[str, Any]] = {
-        **{name: builder_fields(config_cls, name) for name in BUILDER_SECTIONS},
         "stop": STOP_KEYS,
         "wandb": WANDB_KEYS,
         "scheduler": {"type": str, **signature_fields(_asha_class().__init__)},
     }
+    ignored: dict[str, str] = {}
+    algorithm = data.get("algorithm")
+    if algorithm in ALGORITHMS:
+        config = algorithm_class(algorithm).get_default_config()
+        ignored = {
+            key: f"not used by {algorithm}: {reason}"
+            for key, reason in config.ignored_settings().items()
+        }
+        sections.update({name: builder_fields(type(config), name) for name in BUILDER_SECTIONS})
+        for key in ignored:
+            sections["training"].pop(key, None)
+    elif "algorithm" in data:
+        fail("algorithm", f"{show(algorithm)} is unknown", ", ".join(ALGORITHMS))
     for section, fields in sections.items():
-        _check_keys(data.get(section) or {}, fields, f"{section}.", fail)
-    if not data["stop"]:
-        fail("stop", "empty", f"at least one of {', '.join(STOP_KEYS)}")
+        value = data.get(section) or {}
+        if isinstance(value, Mapping):
+            _check_keys(
+                value, fields, f"{section}.", fail, ignored if section == "training" else {}
+            )
+    _check_counts(data, fail)
     _check_env_config(data, fail)
-    _check_search(data.get("search") or {}, sections["training"], fail)
+    if "training" in sections:
+        _check_search(data.get("search") or {}, sections["training"], fail)
     _check_scheduler(data.get("scheduler"), fail)
+    if algorithm in ALGORITHMS:
+        problems += _setting_problems(config, data, failed)
+    if problems:
+        raise ExperimentError(problems_message(source, problems))
     return Experiment(**data)
 
 
-def _check_keys(data: Mapping[str, Any], fields: Mapping[str, Any], prefix: str, fail) -> None:
+def _setting_problems(
+    config: AlgorithmConfig, data: Mapping[str, Any], failed: set[str]
+) -> list[str]:
+    """The config's own checks (`setting_problems`: types and ranges) of the builder-section
+    keys that passed the schema, named with their section."""
+    for section in BUILDER_SECTIONS:
+        values = data.get(section) or {}
+        if not isinstance(values, Mapping):
+            continue
+        passed = {k: v for k, v in values.items() if f"{section}.{k}" not in failed}
+        try:
+            getattr(config, section)(**passed)
+        except (TypeError, ValueError) as err:  # RLlib's own builder checks
+            return [f"{section}: {err}"]
+    return [qualify(problem, data) for problem in config.setting_problems()]
+
+
+def qualify(problem: str, data: Mapping[str, Any]) -> str:
+    """A config's problem message (`name=value ...`) with the builder section of `data` that
+    sets the name put before it (`training.name=value ...`)."""
+    name = problem.split("=", 1)[0]
+    for section in BUILDER_SECTIONS:
+        values = data.get(section) or {}
+        if isinstance(values, Mapping) and name in values:
+            return f"{section}.{problem}"
+    return problem
+
+
+def problems_message(source: str, problems: Sequence[str]) -> str:
+    """One message for every problem of a file: `FILE: problem`, or `FILE: N problems:` and
+    one indented line each."""
+    if len(problems) == 1:
+        return f"{source}: {problems[0]}"
+    return f"{source}: {len(problems)} problems:\n  " + "\n  ".join(problems)
+
+
+def _check_keys(
+    data: Mapping[str, Any],
+    fields: Mapping[str, Any],
+    prefix: str,
+    fail: Callable[[str, str, str], None],
+    ignored: Mapping[str, str] | None = None,
+) -> None:
     """Every key of `data` is one of `fields` and its value fits the field's type."""
     for key, value in data.items():
-        if key not in fields:
+        if ignored and key in ignored:
+            fail(f"{prefix}{key}", ignored[key], "remove the key")
+        elif key not in fields:
             close = difflib.get_close_matches(str(key), fields, n=1)
             problem = f"unknown key (did you mean {close[0]}?)" if close else "unknown key"
             fail(f"{prefix}{key}", problem, ", ".join(sorted(fields)))
-        if not conforms(value, fields[key]):
-            fail(f"{prefix}{key}", f"{_show(value)} has the wrong type", _describe(fields[key]))
+        elif not conforms(value, fields[key]):
+            fail(f"{prefix}{key}", f"{show(value)} has the wrong type", describe(fields[key]))
 
 
-def _check_env_config(data: Mapping[str, Any], fail) -> None:
-    name = (data.get("env_config") or {}).get("agent_factorization")
-    if data["env"] == "mamujoco" and isinstance(name, str) and name not in FACTORIZATIONS:
+def _check_counts(data: Mapping[str, Any], fail: Callable[[str, str, str], None]) -> None:
+    """Stop criteria, checkpoint interval and samples are >= 1, the seed >= 0."""
+    stop = data.get("stop")
+    if isinstance(stop, Mapping):
+        if not stop:
+            fail("stop", "empty", f"at least one of {', '.join(STOP_KEYS)}")
+        for key, value in stop.items():
+            if conforms(value, int) and value < 1:
+                fail(f"stop.{key}", f"{show(value)} is not positive", "an integer >= 1")
+    for key, least in (("checkpoint_every", 1), ("num_samples", 1), ("seed", 0)):
+        value = data.get(key)
+        if conforms(value, int) and value < least:
+            fail(key, f"{show(value)} is too small", f"an integer >= {least}")
+
+
+def _check_env_config(data: Mapping[str, Any], fail: Callable[[str, str, str], None]) -> None:
+    env_config = data.get("env_config") or {}
+    name = env_config.get("agent_factorization") if isinstance(env_config, Mapping) else None
+    if data.get("env") == "mamujoco" and isinstance(name, str) and name not in FACTORIZATIONS:
         fail(
             "env_config.agent_factorization",
-            f"{_show(name)} is unknown",
+            f"{show(name)} is unknown",
             f"{', '.join(FACTORIZATIONS)} (or a dict of obsk Nodes in Python)",
         )
 
 
-def _check_search(search: Mapping[str, Any], training: Mapping[str, Any], fail) -> None:
+def _check_search(
+    search: Mapping[str, Any], training: Mapping[str, Any], fail: Callable[[str, str, str], None]
+) -> None:
     """Each `search` key is a training key; its value is one Tune search space."""
     for key, spec in search.items():
         where = f"search.{key}"
         if key not in training:
             fail(where, "unknown key (search keys are training keys)", ", ".join(sorted(training)))
+            continue
         if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SEARCH_SPACES):
-            fail(where, f"{_show(spec)} is no search space", _describe_spaces())
+            fail(where, f"{show(spec)} is no search space", _describe_spaces())
+            continue
         ((kind, values),) = spec.items()
         if kind in ("grid_search", "choice"):
             if not (isinstance(values, list) and values):
-                fail(f"{where}.{kind}", f"{_show(values)} is no list", SEARCH_SPACES[kind])
+                fail(f"{where}.{kind}", f"{show(values)} is no list", SEARCH_SPACES[kind])
+                continue
             for value in values:
                 if not conforms(value, training[key]):
                     fail(
                         f"{where}.{kind}",
-                        f"{_show(value)} has the wrong type",
-                        _describe(training[key]),
+                        f"{show(value)} has the wrong type",
+                        describe(training[key]),
                     )
         elif not (
             conforms(values, list[float])
@@ -302,16 +402,18 @@ def _check_search(search: Mapping[str, Any], training: Mapping[str, Any], fail) 
             and values[0] < values[1]
             and (kind == "uniform" or values[0] > 0)
         ):
-            fail(f"{where}.{kind}", f"{_show(values)} is invalid", SEARCH_SPACES[kind])
+            fail(f"{where}.{kind}", f"{show(values)} is invalid", SEARCH_SPACES[kind])
 
 
-def _check_scheduler(scheduler: Mapping[str, Any] | None, fail) -> None:
-    if not scheduler:
+def _check_scheduler(
+    scheduler: Mapping[str, Any] | None, fail: Callable[[str, str, str], None]
+) -> None:
+    if not isinstance(scheduler, Mapping) or not scheduler:
         return
     if scheduler.get("type") not in SCHEDULERS:
-        fail("scheduler.type", f"{_show(scheduler.get('type'))} is unknown", ", ".join(SCHEDULERS))
+        fail("scheduler.type", f"{show(scheduler.get('type'))} is unknown", ", ".join(SCHEDULERS))
     if scheduler.get("mode", "max") not in MODES:
-        fail("scheduler.mode", f"{_show(scheduler['mode'])} is unknown", ", ".join(MODES))
+        fail("scheduler.mode", f"{show(scheduler['mode'])} is unknown", ", ".join(MODES))
 
 
 def _describe_spaces() -> str:
@@ -322,101 +424,3 @@ def _asha_class() -> type:
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler
-
-
-def builder_fields(config_cls: type[AlgorithmConfig], method: str) -> dict[str, Any]:
-    """Keyword arguments of `config_cls.<method>()` and their type hints, up the class chain.
-
-    Our configs' builder methods take their own keywords and pass `**kwargs` on to the parent
-    class's, so the accepted keywords are the union over the MRO. Only keywords that follow
-    RLlib's builder convention (default `NotProvided`) count, which leaves out the deprecated
-    ones (default `DEPRECATED_VALUE`).
-    """
-    fields: dict[str, Any] = {}
-    for klass in config_cls.__mro__:
-        if method in vars(klass):
-            for name, hint in signature_fields(vars(klass)[method], builder=True).items():
-                fields.setdefault(name, hint)
-    return fields
-
-
-def signature_fields(function: Callable[..., Any], *, builder: bool = False) -> dict[str, Any]:
-    """The named parameters of `function` (not `self`, `*args`, `**kwargs`; with `builder`,
-    only those defaulting to `NotProvided`) and their type hints (`Any` where unannotated or
-    unresolvable)."""
-    fields: dict[str, Any] = {}
-    for name, param in inspect.signature(function).parameters.items():
-        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        if builder and param.default is not NotProvided:
-            continue
-        fields[name] = _resolve(param.annotation, function)
-    return fields
-
-
-def _resolve(annotation: Any, function: Callable[..., Any]) -> Any:
-    """A string annotation (`from __future__ import annotations`) evaluated where it was
-    written; `Any` for a missing or unresolvable one."""
-    if annotation is inspect.Parameter.empty:
-        return Any
-    if isinstance(annotation, str):
-        try:
-            return eval(annotation, function.__globals__)  # noqa: S307 - our own source code
-        except Exception:
-            return Any
-    return annotation
-
-
-def conforms(value: Any, hint: Any) -> bool:
-    """Whether a YAML value fits a type hint (ints count as floats, lists as tuples).
-
-    Hints that no YAML value can fit (classes, callables) accept only what their union
-    allows besides them, e.g. None.
-    """
-    if hint is Any:
-        return True
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(conforms(value, arg) for arg in args)
-    if hint is type(None) or hint is None:
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if hint in (list, tuple) or origin in (list, tuple):
-        if not isinstance(value, list):
-            return False
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            return len(value) == len(args) and all(map(conforms, value, args))
-        return not args or all(conforms(item, args[0]) for item in value)
-    if hint is dict or origin is dict:
-        return isinstance(value, dict) and (
-            not args or all(conforms(item, args[1]) for item in value.values())
-        )
-    return False
-
-
-def _describe(hint: Any) -> str:
-    """A type hint as a short type expression: `float | list[list[int | float]] | null`."""
-    if hint is Any:
-        return "any"
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_describe(arg) for arg in args)
-    if hint is type(None) or hint is None:
-        return "null"
-    if origin in (list, tuple, dict):
-        inner = ", ".join(_describe(arg) for arg in args if arg is not Ellipsis)
-        name = "list" if origin is tuple else origin.__name__
-        return f"{name}[{inner}]" if inner else name
-    return getattr(hint, "__name__", str(hint))
-
-
-def _show(value: Any) -> str:
-    """A value and its YAML type, for messages."""
-    return f"{value!r} ({type(value).__name__})"

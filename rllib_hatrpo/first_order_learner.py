@@ -11,11 +11,17 @@ from ray.rllib.utils.annotations import override
 
 from rllib_hatrpo.data_parallel import all_reduce_grads, all_reduce_sum, shard_fraction
 from rllib_hatrpo.learner import HeterogeneousAgentLearner, ModuleBatch
+from rllib_hatrpo.metrics import ENTROPY, GRAD_NORM, MEAN_KL, POLICY_LOSS, ProgressColumn
 from rllib_hatrpo.shared_critic import SHARED_CRITIC_ID
 
 
 class FirstOrderLearner(HeterogeneousAgentLearner, abc.ABC):
     """Each agent has its own Adam; subclasses supply only `policy_loss`."""
+
+    PROGRESS_COLUMNS = {
+        MEAN_KL: ProgressColumn(MEAN_KL, "mean"),
+        ENTROPY: ProgressColumn(ENTROPY, "mean"),
+    }
 
     @override(Learner)
     def configure_optimizers_for_module(self, module_id: str, config=None) -> None:
@@ -61,8 +67,8 @@ class FirstOrderLearner(HeterogeneousAgentLearner, abc.ABC):
             old_dist = dist_cls.from_logits(batch.old_dist_inputs.double())
             mean_kl = float(all_reduce_sum(old_dist.kl(new_dist).mean() * batch.share))
         return {
-            "policy_loss": sum(losses) / len(losses),
-            "entropy": sum(entropies) / len(entropies),
-            "grad_norm": sum(grad_norms) / len(grad_norms),
-            "mean_kl": mean_kl,
+            POLICY_LOSS: sum(losses) / len(losses),
+            ENTROPY: sum(entropies) / len(entropies),
+            GRAD_NORM: sum(grad_norms) / len(grad_norms),
+            MEAN_KL: mean_kl,
         }

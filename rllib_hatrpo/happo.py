@@ -8,7 +8,7 @@ from ray.rllib.utils.annotations import override
 from typing_extensions import Self
 
 from rllib_hatrpo.algorithm import HAAlgorithm
-from rllib_hatrpo.config import FirstOrderConfig, check_field
+from rllib_hatrpo.config import FirstOrderConfig, Rule
 
 
 class HAPPOConfig(FirstOrderConfig):
@@ -37,14 +37,17 @@ class HAPPOConfig(FirstOrderConfig):
         return self.set_provided(clip_param=clip_param, ppo_epochs=ppo_epochs)
 
     @property
+    @override(FirstOrderConfig)
     def actor_epochs(self) -> int:
         return self.ppo_epochs
 
     @override(FirstOrderConfig)
-    def _validate_ha_fields(self) -> None:
-        super()._validate_ha_fields()
-        check_field(self.clip_param > 0, "clip_param", self.clip_param, "a number > 0")
-        check_field(self.ppo_epochs >= 1, "ppo_epochs", self.ppo_epochs, "an integer >= 1")
+    def setting_rules(self) -> dict[str, Rule]:
+        return {
+            **super().setting_rules(),
+            "clip_param": Rule(lambda v: v > 0, "a number > 0"),
+            "ppo_epochs": Rule(lambda v: v >= 1, "an integer >= 1"),
+        }
 
     @override(FirstOrderConfig)
     def get_default_learner_class(self):
@@ -71,13 +74,13 @@ class HAA2CConfig(FirstOrderConfig):
         return self.set_provided(a2c_epochs=a2c_epochs)
 
     @property
+    @override(FirstOrderConfig)
     def actor_epochs(self) -> int:
         return self.a2c_epochs
 
     @override(FirstOrderConfig)
-    def _validate_ha_fields(self) -> None:
-        super()._validate_ha_fields()
-        check_field(self.a2c_epochs >= 1, "a2c_epochs", self.a2c_epochs, "an integer >= 1")
+    def setting_rules(self) -> dict[str, Rule]:
+        return {**super().setting_rules(), "a2c_epochs": Rule(lambda v: v >= 1, "an integer >= 1")}
 
     @override(FirstOrderConfig)
     def get_default_learner_class(self):

@@ -8,7 +8,7 @@ from ray.rllib.utils.annotations import override
 from typing_extensions import Self
 
 from rllib_hatrpo.algorithm import HAAlgorithm
-from rllib_hatrpo.config import HAConfig, check_field
+from rllib_hatrpo.config import HAConfig, Rule
 
 
 class HATRPOConfig(HAConfig):
@@ -72,35 +72,27 @@ class HATRPOConfig(HAConfig):
         )
 
     @override(HAConfig)
-    def _validate_ha_fields(self) -> None:
-        super()._validate_ha_fields()
-        check_field(self.kl_threshold > 0, "kl_threshold", self.kl_threshold, "a number > 0")
-        check_field(self.cg_iters >= 1, "cg_iters", self.cg_iters, "an integer >= 1")
-        check_field(self.cg_damping >= 0, "cg_damping", self.cg_damping, "a number >= 0")
-        check_field(
-            self.line_search_steps >= 1,
-            "line_search_steps",
-            self.line_search_steps,
-            "an integer >= 1",
-        )
-        check_field(
-            0 < self.backtrack_coeff < 1,
-            "backtrack_coeff",
-            self.backtrack_coeff,
-            "a number in the open interval (0, 1)",
-        )
-        check_field(
-            0 <= self.accept_ratio <= 1,
-            "accept_ratio",
-            self.accept_ratio,
-            "a number in the closed interval [0, 1]",
-        )
-        check_field(
-            0 < self.fisher_fraction <= 1,
-            "fisher_fraction",
-            self.fisher_fraction,
-            "a number in the half-open interval (0, 1]",
-        )
+    def setting_rules(self) -> dict[str, Rule]:
+        return {
+            **super().setting_rules(),
+            "kl_threshold": Rule(lambda v: v > 0, "a number > 0"),
+            "cg_iters": Rule(lambda v: v >= 1, "an integer >= 1"),
+            "cg_damping": Rule(lambda v: v >= 0, "a number >= 0"),
+            "line_search_steps": Rule(lambda v: v >= 1, "an integer >= 1"),
+            "backtrack_coeff": Rule(lambda v: 0 < v < 1, "a number in the open interval (0, 1)"),
+            "accept_ratio": Rule(lambda v: 0 <= v <= 1, "a number in the closed interval [0, 1]"),
+            "fisher_fraction": Rule(
+                lambda v: 0 < v <= 1, "a number in the half-open interval (0, 1]"
+            ),
+        }
+
+    @override(HAConfig)
+    def ignored_settings(self) -> dict[str, str]:
+        return {
+            **super().ignored_settings(),
+            "lr": "the trust region (kl_threshold) sets the actors' step size and critic_lr the "
+            "critic's",
+        }
 
     @override(HAConfig)
     def get_default_learner_class(self):

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict
 
 import torch
 import tree
 from ray.rllib.utils.annotations import override
 
 from rllib_hatrpo.learner import HeterogeneousAgentLearner, ModuleBatch
+from rllib_hatrpo.metrics import (
+    EXPECTED_IMPROVEMENT,
+    LINE_SEARCH_STEPS,
+    MEAN_KL,
+    STEP_ACCEPTED,
+    STEPS_ACCEPTED,
+    SURROGATE_IMPROVEMENT,
+    ProgressColumn,
+)
 from rllib_hatrpo.trust_region import trust_region_step
 
 
 class HATRPOLearner(HeterogeneousAgentLearner):
     """Steps each agent with conjugate gradient + line search inside the KL ball δ."""
+
+    PROGRESS_COLUMNS = {
+        MEAN_KL: ProgressColumn(MEAN_KL, "mean"),
+        STEPS_ACCEPTED: ProgressColumn(STEP_ACCEPTED, "count"),
+    }
 
     @override(HeterogeneousAgentLearner)
     def agent_step(
@@ -64,4 +77,10 @@ class HATRPOLearner(HeterogeneousAgentLearner):
             accept_ratio=cfg.accept_ratio,
             fisher_subsample=fisher_subsample,
         )
-        return asdict(stats)
+        return {
+            MEAN_KL: stats.mean_kl,
+            SURROGATE_IMPROVEMENT: stats.surrogate_improvement,
+            EXPECTED_IMPROVEMENT: stats.expected_improvement,
+            LINE_SEARCH_STEPS: stats.line_search_steps,
+            STEP_ACCEPTED: stats.step_accepted,
+        }

@@ -7,7 +7,7 @@ import abc
 from collections import defaultdict
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from rllib_hatrpo.data_parallel import (
     shard_fraction,
 )
 from rllib_hatrpo.envs.parallel_state_env import GLOBAL_STATE_KEY
+from rllib_hatrpo.metrics import CRITIC_LOSS, EXPLAINED_VARIANCE, ProgressColumn
 from rllib_hatrpo.sequential_update import sequential_update
 from rllib_hatrpo.shared_critic import SHARED_CRITIC_ID, value_loss
 from rllib_hatrpo.team_batch import TEAM_BATCH, concat_rows
@@ -52,6 +53,9 @@ class ModuleBatch:
 
 class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
     """Runs one iteration of a heterogeneous-agent algorithm on the given episodes."""
+
+    PROGRESS_COLUMNS: ClassVar[dict[str, ProgressColumn]] = {}
+    """The progress.csv columns (and progress line) made of what `agent_step` reports."""
 
     @override(Learner)
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
@@ -243,8 +247,8 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
         # explained variance of the pre-fit values: 1 − Var(R − V) / Var(R)
         residual_var = global_var(targets_t - old_values)
         explained = 1.0 - float(residual_var / global_var(targets_t).clamp(min=1e-8))
-        self.metrics.log_value((SHARED_CRITIC_ID, "critic_loss"), float(np.mean(losses)), window=1)
-        self.metrics.log_value((SHARED_CRITIC_ID, "explained_variance"), explained, window=1)
+        self.metrics.log_value((SHARED_CRITIC_ID, CRITIC_LOSS), float(np.mean(losses)), window=1)
+        self.metrics.log_value((SHARED_CRITIC_ID, EXPLAINED_VARIANCE), explained, window=1)
 
 
 def _step_rows(fragment_lengths: list[int]) -> torch.Tensor:

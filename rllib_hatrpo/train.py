@@ -25,69 +25,67 @@ from pathlib import Path
 from typing import Any
 
 from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
     ENV_RUNNER_SAMPLING_TIMER,
+    LEARNER_RESULTS,
     LEARNER_UPDATE_TIMER,
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
     TIMERS,
 )
 
-from rllib_hatrpo.checkpointing import save_checkpoint
+from rllib_hatrpo.checkpointing import CHECKPOINT_DIR, save_checkpoint
+from rllib_hatrpo.metrics import TEAM_RETURN, ProgressColumn
 
-CSV_FIELDS = [
+BASE_FIELDS = [
     "iteration",
     "env_steps",
-    "team_return",
+    TEAM_RETURN,
     "episodes",
     "time_s",
     "sample_s",
     "learn_s",
-    "mean_kl",
-    "steps_accepted",
 ]
-TEAM_RETURN = "team_return"
-"""Top-level result key set by :func:`add_team_return` (Tune's metric for ranking trials)."""
+"""The progress.csv columns of every algorithm; its learner's `PROGRESS_COLUMNS` follow."""
 
 PROGRESS_CSV = "progress.csv"
 LEARNING_CURVE_PNG = "learning_curve.png"
 SUMMARY_JSON = "summary.json"
-CHECKPOINT_DIR = "checkpoint"
 
 
-def team_return(result: dict[str, Any]) -> float | None:
-    """Mean episode return of the team (mean over agents of their returns: the team reward)."""
-    per_agent = result.get(ENV_RUNNER_RESULTS, {}).get("agent_episode_returns_mean")
-    if not per_agent:
-        return None
-    value = float(sum(per_agent.values()) / len(per_agent))
-    return None if math.isnan(value) else value
+def progress_columns(config: AlgorithmConfig) -> dict[str, ProgressColumn]:
+    """The columns the algorithm's learner adds to progress.csv (e.g. HATRPO's accepted steps,
+    HAPPO's entropy)."""
+    return dict(getattr(config.learner_class, "PROGRESS_COLUMNS", {}))
 
 
-def add_team_return(*, result: dict[str, Any], **kwargs: Any) -> None:
-    """RLlib `on_train_result` callback: the team return at the result's top level (NaN until
-    the first episode ends), so Tune ranks trials and ASHA stops them by it."""
-    value = team_return(result)
-    result[TEAM_RETURN] = math.nan if value is None else value
-
-
-def progress_row(result: dict[str, Any], elapsed: float) -> dict[str, Any]:
-    """One CSV row of the learning curve from an `algo.train()` result."""
-    learners = result.get("learners", {})
-    agents = [v for k, v in learners.items() if isinstance(v, dict) and "mean_kl" in v]
+def progress_row(
+    result: dict[str, Any], elapsed: float, columns: Mapping[str, ProgressColumn]
+) -> dict[str, Any]:
+    """One CSV row of the learning curve from an `algo.train()` result; a learner column is
+    empty when no module reported its key."""
     timers = result.get(TIMERS, {})
-    ret = team_return(result)
-    return {
+    ret = result.get(TEAM_RETURN, math.nan)
+    row = {
         "iteration": result["training_iteration"],
         "env_steps": int(result[ENV_RUNNER_RESULTS][NUM_ENV_STEPS_SAMPLED_LIFETIME]),
-        "team_return": "" if ret is None else round(ret, 3),
+        TEAM_RETURN: "" if math.isnan(ret) else round(ret, 3),
         "episodes": int(result[ENV_RUNNER_RESULTS].get("num_episodes_lifetime", 0)),
         "time_s": round(elapsed, 2),
         "sample_s": round(float(timers.get(ENV_RUNNER_SAMPLING_TIMER, 0.0)), 3),
         "learn_s": round(float(timers.get(LEARNER_UPDATE_TIMER, 0.0)), 3),
-        "mean_kl": round(sum(a["mean_kl"] for a in agents) / max(len(agents), 1), 6),
-        "steps_accepted": int(sum(a["step_accepted"] for a in agents)),
     }
+    modules = [m for m in result.get(LEARNER_RESULTS, {}).values() if isinstance(m, Mapping)]
+    for name, column in columns.items():
+        values = [float(m[column.key]) for m in modules if column.key in m]
+        if not values:
+            row[name] = ""
+        elif column.reduce == "count":
+            row[name] = sum(1 for v in values if v)
+        else:
+            row[name] = round(sum(values) / len(values), 6)
+    return row
 
 
 def progress_fraction(stop: Mapping[str, int], env_steps: int, iteration: int) -> float:
@@ -106,9 +104,10 @@ def _keep_rows_until(path: Path, iteration: int) -> float:
     if not path.exists():
         return 0.0
     with open(path, newline="") as f:
-        rows = [row for row in csv.DictReader(f) if int(row["iteration"]) <= iteration]
+        reader = csv.DictReader(f)
+        rows = [row for row in reader if int(row["iteration"]) <= iteration]
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=reader.fieldnames or [])
         writer.writeheader()
         writer.writerows(rows)
     return float(rows[-1]["time_s"]) if rows else 0.0
@@ -143,20 +142,21 @@ def train(
     start = time.time()
     last: dict[str, Any] = {}
     latest_return: Any = "n/a"
+    columns = progress_columns(algo.config)
     with open(csv_path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=BASE_FIELDS + list(columns))
         if f.tell() == 0:
             writer.writeheader()
         while True:
             result = algo.train()
             elapsed = time_offset + time.time() - start
-            last = progress_row(result, elapsed)
+            last = progress_row(result, elapsed, columns)
             writer.writerow(last)
             f.flush()
             if on_result is not None:
                 on_result(result, last)
-            if last["team_return"] != "":
-                latest_return = last["team_return"]
+            if last[TEAM_RETURN] != "":
+                latest_return = last[TEAM_RETURN]
             done_fraction = progress_fraction(stop, last["env_steps"], last["iteration"])
             left = elapsed / max(done_fraction, 1e-9) * max(1.0 - done_fraction, 0.0)
             target = stop.get("num_env_steps_sampled_lifetime")
@@ -173,7 +173,7 @@ def train(
                 break
     summary = {
         **last,
-        "team_return": latest_return,
+        TEAM_RETURN: latest_return,
         "run_dir": str(run_dir),
         "checkpoint": str(run_dir / CHECKPOINT_DIR),
         "progress": str(csv_path),
@@ -193,9 +193,9 @@ def plot_learning_curve(csv_path: Path, png_path: Path) -> Path:
 
     with open(csv_path, newline="") as f:
         points = [
-            (int(row["env_steps"]), float(row["team_return"]))
+            (int(row["env_steps"]), float(row[TEAM_RETURN]))
             for row in csv.DictReader(f)
-            if row["team_return"] != ""
+            if row[TEAM_RETURN] != ""
         ]
     fig, ax = plt.subplots(figsize=(7, 4))
     if points:

@@ -2,7 +2,7 @@
 
 The trainable is the algorithm's registered name (`tune.Tuner("HATRPO", ...)`), the param
 space the experiment's config with the `search` spaces in place, and trials are ranked by the
-team return (`team_return`, added to every result by the experiment's config) unless the
+team return (`team_return`, which our algorithms add to every result) unless the
 `scheduler` names another metric.
 """
 
@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from rllib_hatrpo.experiment import Experiment
+from rllib_hatrpo.metrics import TEAM_RETURN
 from rllib_hatrpo.registry import algorithm_class
-from rllib_hatrpo.train import TEAM_RETURN
 
 
 def metric_and_mode(experiment: Experiment) -> tuple[str, str]:

@@ -20,21 +20,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from rllib_hatrpo.train import SUMMARY_JSON, team_return
+from rllib_hatrpo.metrics import TEAM_RETURN
+from rllib_hatrpo.train import SUMMARY_JSON
 
 DEFAULT_PROJECT = "rllib-hatrpo"
 DEFAULT_HOST = "https://api.wandb.ai"
 RUN_ID_FILE = "wandb_run_id"
-ROW_METRICS = (
-    "iteration",
-    "team_return",
-    "episodes",
-    "sample_s",
-    "learn_s",
-    "mean_kl",
-    "steps_accepted",
-)
-"""Columns of progress.csv logged every iteration, against `env_steps`."""
+ROW_METRICS_SKIPPED = ("env_steps", "time_s")
+"""progress.csv columns not logged as metrics: env steps is the x axis, wandb times runs."""
 
 
 def has_credentials() -> bool:
@@ -111,15 +104,17 @@ def result_metrics(result: Mapping[str, Any], row: Mapping[str, Any]) -> dict[st
     from ray.rllib.core import ALL_MODULES
 
     metrics: dict[str, float] = {"env_steps": row["env_steps"]}
-    metrics.update({key: row[key] for key in ROW_METRICS if row[key] != ""})
+    metrics.update(
+        {key: value for key, value in row.items() if key not in ROW_METRICS_SKIPPED and value != ""}
+    )
     for module, stats in result.get("learners", {}).items():
         if isinstance(stats, Mapping) and module != ALL_MODULES:
             for key, value in stats.items():
                 if isinstance(value, int | float) and math.isfinite(value):
                     metrics[f"learners/{module}/{key}"] = value
-    evaluation = team_return(result.get("evaluation", {}))
-    if evaluation is not None:
-        metrics["evaluation/team_return"] = evaluation
+    evaluation = result.get("evaluation", {}).get(TEAM_RETURN, math.nan)
+    if math.isfinite(evaluation):
+        metrics[f"evaluation/{TEAM_RETURN}"] = evaluation
     return metrics
 
 

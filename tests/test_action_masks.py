@@ -6,7 +6,7 @@ from ray.tune.registry import register_env
 from toy_envs import MaskedChoiceEnv, make_masked_choice
 
 from rllib_hatrpo import HATRPOConfig
-from rllib_hatrpo.train import team_return
+from rllib_hatrpo.metrics import team_return
 
 
 @pytest.mark.usefixtures("ray_session")

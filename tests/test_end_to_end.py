@@ -4,7 +4,7 @@ from ray.tune.registry import register_env
 from toy_envs import make_sum_target
 
 from rllib_hatrpo import HATRPOConfig
-from rllib_hatrpo.train import team_return
+from rllib_hatrpo.metrics import team_return
 
 AGENT_METRICS = {
     "mean_kl",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rllib_hatrpo import HAPPOConfig, HATRPOConfig, TRPOConfig
-from rllib_hatrpo.train import team_return
+from rllib_hatrpo.metrics import team_return
 
 STEPS_PER_ITERATION = 2000
 

@@ -68,7 +68,7 @@ def test_metrics_hold_env_steps_team_return_and_per_agent_diagnostics():
             "shared_critic": {"critic_loss": 0.5},
             "__all_modules__": {"num_env_steps_trained": 1200},
         },
-        "evaluation": {"env_runners": {"agent_episode_returns_mean": {"a": 10.0, "b": 12.0}}},
+        "evaluation": {"team_return": 11.0},  # set by HAAlgorithm.step
     }
     metrics = wandb_logging.result_metrics(result, row)
     assert metrics["env_steps"] == 1200 and "team_return" not in metrics  # none finished yet

@@ -11,6 +11,11 @@ from rllib_hatrpo.envs.pettingzoo_env import make_pettingzoo_env
 from rllib_hatrpo.envs.single_agent import SINGLE_AGENT_ENV, make_single_agent_env
 
 
+def registered_env_names() -> list[str]:
+    """The env names :func:`register_envs` registers ("mamujoco", then the MPE tasks)."""
+    return ["mamujoco", *MPE_ENVS]
+
+
 def register_envs() -> None:
     """Registers "mamujoco", the MPE tasks of :data:`MPE_ENVS` and :data:`SINGLE_AGENT_ENV`
     with Tune, so they can be named in ``config.environment(...)``."""
@@ -32,6 +37,7 @@ __all__ = [
     "make_pettingzoo_env",
     "make_single_agent_env",
     "register_envs",
+    "registered_env_names",
     "single_joint_factorization",
     "validate_mamujoco_config",
     "validate_mpe_config",
