@@ -240,8 +240,10 @@ class HAConfig(AlgorithmConfig):
                 problems.append(invalid(name, value, rule.allowed))
         defaults = type(self)()
         for name, reason in self.ignored_settings().items():
-            value = getattr(self, name)
-            if value != getattr(defaults, name):
+            value, default = getattr(self, name), getattr(defaults, name)
+            if isinstance(value, dict) and isinstance(default, dict):  # RLlib merges `model`
+                value = {k: v for k, v in value.items() if k not in default or default[k] != v}
+            if value != default and value != {}:
                 problems.append(
                     f"{name}={value!r} is not used by {self.algo_class.__name__}: {reason}. "
                     "Leave it unset."
