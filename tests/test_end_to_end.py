@@ -1,5 +1,8 @@
 """Whole training iterations through RLlib: metrics on MaMuJoCo, learning on a small task."""
 
+import math
+
+import pytest
 from ray.tune.registry import register_env
 from toy_envs import make_sum_target
 
@@ -42,6 +45,7 @@ def test_halfcheetah_iterations_report_every_metric(ray_session):
                     assert learners[agent]["surrogate_improvement"] > 0
             assert {"critic_loss", "explained_variance"} <= set(learners["shared_critic"])
             assert sorted(result["agent_order"]) == ["agent_0", "agent_1"]
+            assert math.isnan(result["team_return"])  # no 1,000-step episode ended yet
             assert result["env_runners"]["num_env_steps_sampled_lifetime"] == 800 * (i + 1)
             orders.append(result["agent_order"])
         # EnvRunners act with the learner's weights after every sync
@@ -51,6 +55,9 @@ def test_halfcheetah_iterations_report_every_metric(ray_session):
         )[0]
         for name, value in learner_w.items():
             assert (runner_w[name] == value).all(), name
+        # the driver's EnvRunner has no env beside a remote one: evaluate() says what to set
+        with pytest.raises(ValueError, match=r"evaluation\(evaluation_num_env_runners=1"):
+            algo.evaluate()
     finally:
         algo.stop()
 
