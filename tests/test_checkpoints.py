@@ -212,3 +212,24 @@ def test_restoring_into_another_env_or_algorithm_names_the_differences(happo, co
     assert "team.action_spaces.agent_5: checkpoint has 'Box(-1.0, 1.0, (1,), float32)'" in message
     other_algorithm = "algorithm: checkpoint has 'HAPPO', this algorithm 'HATRPO'"
     assert (other_algorithm in message) == (config_cls is HATRPOConfig)
+
+
+OLD_CHECKPOINTS = Path(__file__).parent / "data" / "checkpoints_0.1.0"
+
+
+@pytest.mark.parametrize("name", ["HATRPO", "HAPPO", "HAA2C", "TRPO"])
+def test_checkpoint_written_by_version_0_1_0_restores_and_trains(name, ray_session):
+    """Checkpoints pickle class paths (configs, modules, learners, the policy mapping); those
+    written before a module move (tests/data/make_checkpoints.py) must still restore."""
+    from rllib_hatrpo.evaluation import evaluate_checkpoint
+
+    path = OLD_CHECKPOINTS / name.lower()
+    algo = Algorithm.from_checkpoint(str(path))
+    try:
+        assert type(algo).__name__ == name and algo.iteration == 1
+        result = algo.train()
+        assert result["training_iteration"] == 2
+        assert result[STEPS[0]][STEPS[1]] == 200
+    finally:
+        algo.stop()
+    assert evaluate_checkpoint(str(path), episodes=1)["episodes"] == 1
