@@ -52,10 +52,10 @@ from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.algorithms.ppo import PPOConfig
 
 import rllib_hatrpo  # noqa: F401  (registers the "mamujoco" env and the algorithm names)
-from rllib_hatrpo.config import module_per_agent
-from rllib_hatrpo.env_probe import probe_env
-from rllib_hatrpo.experiment import Experiment, load_experiment, resolve_env_config
+from rllib_hatrpo.algorithms.config import module_per_agent
+from rllib_hatrpo.app.experiment import Experiment, load_experiment, resolve_env_config
 from rllib_hatrpo.metrics import TEAM_RETURN, team_return
+from rllib_hatrpo.sampling.env_probe import probe_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -51,9 +51,9 @@ from ray.rllib.utils.metrics import (
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
 )
 
-from rllib_hatrpo.checkpointing import restore_path, save_checkpoint
-from rllib_hatrpo.experiment import parse_override
+from rllib_hatrpo.app.experiment import parse_override
 from rllib_hatrpo.metrics import team_return
+from rllib_hatrpo.operations.checkpointing import restore_path, save_checkpoint
 
 CSV_FIELDS = [
     "algo",

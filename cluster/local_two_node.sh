@@ -222,7 +222,7 @@ demo() {
     local id="hatrpo-$(date +%Y%m%d-%H%M%S)" t0=$SECONDS rc=0
     log "submitting $id: train $config ${args[*]}"
     local cli=rllib-hatrpo
-    command -v rllib-hatrpo >/dev/null || cli="python -m rllib_hatrpo.cli"  # not installed yet
+    command -v rllib-hatrpo >/dev/null || cli="python -m rllib_hatrpo.app.cli"  # not installed yet
     # --working-dir uploads the checkout (not what .gitignore lists, nor .git and .venv).
     (cd "$REPO" && "$RAY" job submit --address "$RAY_DASHBOARD_ADDRESS" --submission-id "$id" \
         --working-dir . -- \

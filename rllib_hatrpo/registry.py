@@ -15,9 +15,9 @@ import functools
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
-from rllib_hatrpo.happo import HAA2C, HAPPO
-from rllib_hatrpo.hatrpo import HATRPO
-from rllib_hatrpo.trpo import TRPO
+from rllib_hatrpo.algorithms.happo import HAA2C, HAPPO
+from rllib_hatrpo.algorithms.hatrpo import HATRPO
+from rllib_hatrpo.algorithms.trpo import TRPO
 
 ALGORITHMS: dict[str, type[Algorithm]] = {cls.__name__: cls for cls in (HATRPO, HAPPO, HAA2C, TRPO)}
 """Our algorithms by the name every registry knows them under."""

@@ -185,7 +185,7 @@ def job_logs(cluster: LocalCluster, job_id: str) -> str:
 def cli_command() -> list[str]:
     """The `rllib-hatrpo` command (or, before `pip install -e .` installed it, its module)."""
     script = BIN / "rllib-hatrpo"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "rllib_hatrpo.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "rllib_hatrpo.app.cli"]
 
 
 def progress_rows(run_dir: Path) -> list[dict[str, str]]:

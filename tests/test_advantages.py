@@ -1,11 +1,11 @@
-"""Tests of rllib_hatrpo.advantages.compute_gae against a brute-force GAE sum."""
+"""Tests of rllib_hatrpo.updates.advantages.compute_gae against a brute-force GAE sum."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from rllib_hatrpo.advantages import compute_gae
+from rllib_hatrpo.updates.advantages import compute_gae
 
 
 def _brute_force_gae(rewards, values, lengths, terminated, gamma, lam):

@@ -1,6 +1,6 @@
 """The per-iteration agent order."""
 
-from rllib_hatrpo.sequential_update import AgentOrder
+from rllib_hatrpo.updates.sequential_update import AgentOrder
 
 AGENTS = ["a", "b", "c", "d"]
 

@@ -3,10 +3,10 @@
 import pytest
 
 from rllib_hatrpo import HAA2C, HAPPO, HATRPO, TRPO
-from rllib_hatrpo.algorithm import HAAlgorithm
-from rllib_hatrpo.happo_learner import HAA2CLearner, HAPPOLearner
-from rllib_hatrpo.hatrpo_learner import HATRPOLearner
-from rllib_hatrpo.learner import HeterogeneousAgentLearner
+from rllib_hatrpo.algorithms.algorithm import HAAlgorithm
+from rllib_hatrpo.algorithms.first_order_learner import HAA2CLearner, HAPPOLearner
+from rllib_hatrpo.algorithms.hatrpo_learner import HATRPOLearner
+from rllib_hatrpo.algorithms.learner import HeterogeneousAgentLearner
 
 SHARED_LEARNER_METHODS = {"update", "_module_batches", "_fit_critic", "_logp", "_dist_inputs"}
 

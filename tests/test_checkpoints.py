@@ -15,7 +15,7 @@ from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_LEARNER_GROUP
 
 from rllib_hatrpo import HAPPO, HATRPO, HAPPOConfig, HATRPOConfig
-from rllib_hatrpo.checkpointing import restore_path, save_checkpoint
+from rllib_hatrpo.operations.checkpointing import restore_path, save_checkpoint
 
 SIX_AGENTS = {"scenario": "HalfCheetah", "agent_conf": "6x1"}
 TWO_AGENTS = {"scenario": "HalfCheetah", "agent_conf": "2x3"}
@@ -221,7 +221,7 @@ OLD_CHECKPOINTS = Path(__file__).parent / "data" / "checkpoints_0.1.0"
 def test_checkpoint_written_by_version_0_1_0_restores_and_trains(name, ray_session):
     """Checkpoints pickle class paths (configs, modules, learners, the policy mapping); those
     written before a module move (tests/data/make_checkpoints.py) must still restore."""
-    from rllib_hatrpo.evaluation import evaluate_checkpoint
+    from rllib_hatrpo.app.evaluation import evaluate_checkpoint
 
     path = OLD_CHECKPOINTS / name.lower()
     algo = Algorithm.from_checkpoint(str(path))

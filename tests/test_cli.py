@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rllib_hatrpo import cli
-from rllib_hatrpo.checkpointing import load_modules
+from rllib_hatrpo.app import cli
+from rllib_hatrpo.operations.checkpointing import load_modules
 from rllib_hatrpo.registry import algorithm_class
 
 CONFIGS = Path(__file__).resolve().parents[1] / "tune_configs"

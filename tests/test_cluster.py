@@ -39,7 +39,11 @@ from local_cluster import (
 )
 
 from rllib_hatrpo import HATRPOConfig, cli
-from rllib_hatrpo.cluster_check import _launcher_capacity, actor_demands, check_cluster_resources
+from rllib_hatrpo.operations.cluster_check import (
+    _launcher_capacity,
+    actor_demands,
+    check_cluster_resources,
+)
 
 LAUNCHER_CONFIGS = ["aws.yaml", "gcp.yaml"]
 
@@ -181,7 +185,7 @@ def test_runtime_envs_are_valid_and_agree():
 def test_rllib_hatrpo_is_a_console_script():
     tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["rllib-hatrpo"] == "rllib_hatrpo.cli:main"
+    assert project["scripts"]["rllib-hatrpo"] == "rllib_hatrpo.app.cli:main"
 
 
 def test_local_script_names_existing_files():
@@ -256,7 +260,7 @@ def test_resource_check_counts_learners_evaluation_runners_and_tunes_main_proces
 def test_resource_check_uses_the_launcher_configs_maximum_size(tmp_path, monkeypatch):
     import ray
 
-    from rllib_hatrpo import cluster_check
+    from rllib_hatrpo.operations import cluster_check
 
     path = tmp_path / "ray_bootstrap_config.yaml"  # what `ray up` leaves on the head node
     path.write_text(
@@ -368,8 +372,8 @@ CHECK_IN_CLUSTER = textwrap.dedent(
     """
     import sys
     import ray
-    from rllib_hatrpo.cluster_check import check_cluster_resources
-    from rllib_hatrpo.experiment import load_experiment
+    from rllib_hatrpo.operations.cluster_check import check_cluster_resources
+    from rllib_hatrpo.app.experiment import load_experiment
 
     ray.init()
     def config(runners):

@@ -11,7 +11,7 @@ from ray.tune.registry import register_env
 from toy_envs import make_sum_target
 
 from rllib_hatrpo import HATRPOConfig
-from rllib_hatrpo.config import SHARED_POLICY_ID
+from rllib_hatrpo.algorithms.config import SHARED_POLICY_ID
 
 
 class NoStateEnv(MultiAgentEnv):

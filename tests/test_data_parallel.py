@@ -10,8 +10,8 @@ from ray.rllib.core import ALL_MODULES
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_TRAINED
 
 from rllib_hatrpo import HAPPOConfig, HATRPOConfig
-from rllib_hatrpo.algorithm import learner_data
-from rllib_hatrpo.data_parallel import shard_by_env_steps
+from rllib_hatrpo.algorithms.algorithm import learner_data
+from rllib_hatrpo.updates.data_parallel import shard_by_env_steps
 
 HALFCHEETAH_2X3 = {"scenario": "HalfCheetah", "agent_conf": "2x3"}
 ORDER = ["agent_1", "agent_0"]

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
 
-from rllib_hatrpo.actor import ActorRLModule
+from rllib_hatrpo.modules.actor import ActorRLModule
 
 
 def actor(action_space, obs_dim=4):

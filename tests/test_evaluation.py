@@ -16,9 +16,9 @@ from ray.tune.registry import register_env
 from toy_envs import team_step_result
 
 from rllib_hatrpo import HATRPOConfig
-from rllib_hatrpo.checkpointing import save_checkpoint
+from rllib_hatrpo.app.evaluation import evaluate_checkpoint, select_mujoco_gl
 from rllib_hatrpo.envs import ParallelStateEnv, make_mamujoco_env
-from rllib_hatrpo.evaluation import evaluate_checkpoint, select_mujoco_gl
+from rllib_hatrpo.operations.checkpointing import save_checkpoint
 
 HOPPER = {"scenario": "Hopper", "agent_conf": "3x1"}
 PENDULUM = {"scenario": "InvertedDoublePendulum", "agent_conf": None, "agent_obsk": None}

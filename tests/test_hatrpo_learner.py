@@ -9,7 +9,7 @@ from ray.rllib.core.columns import Columns
 from torch.func import functional_call
 
 from rllib_hatrpo import HATRPOConfig
-from rllib_hatrpo.hatrpo_learner import HATRPOLearner
+from rllib_hatrpo.algorithms.hatrpo_learner import HATRPOLearner
 
 DELTA = 0.01
 

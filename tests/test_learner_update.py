@@ -15,10 +15,10 @@ from ray.tune.registry import register_env
 from toy_envs import make_sum_target
 
 from rllib_hatrpo import HAA2CConfig, HAPPOConfig, HATRPOConfig
+from rllib_hatrpo.algorithms.learner import ModuleBatch
 from rllib_hatrpo.envs import GLOBAL_STATE_KEY
-from rllib_hatrpo.learner import ModuleBatch
-from rllib_hatrpo.shared_critic import SHARED_CRITIC_ID
-from rllib_hatrpo.team_fragment import TeamFragment
+from rllib_hatrpo.modules.shared_critic import SHARED_CRITIC_ID
+from rllib_hatrpo.sampling.team_fragment import TeamFragment
 
 register_env("learner_sum_target", make_sum_target)
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rllib_hatrpo.policy_losses import haa2c_loss, happo_loss
+from rllib_hatrpo.updates.policy_losses import haa2c_loss, happo_loss
 
 CLIP = 0.2
 

@@ -39,10 +39,10 @@ def test_names_resolve_in_a_fresh_process_after_import():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     ).stdout.split("\n")
-    assert "HATRPO rllib_hatrpo.hatrpo HATRPO" in out
-    assert "HAPPO rllib_hatrpo.happo HAPPO" in out
-    assert "HAA2C rllib_hatrpo.happo HAA2C" in out
-    assert "TRPO rllib_hatrpo.trpo TRPO" in out
+    assert "HATRPO rllib_hatrpo.algorithms.hatrpo HATRPO" in out
+    assert "HAPPO rllib_hatrpo.algorithms.happo HAPPO" in out
+    assert "HAA2C rllib_hatrpo.algorithms.happo HAA2C" in out
+    assert "TRPO rllib_hatrpo.algorithms.trpo TRPO" in out
 
 
 def test_tune_runs_two_trials_of_hatrpo_by_name(ray_session, tmp_path):

@@ -1,4 +1,5 @@
-"""Tests of rllib_hatrpo.sequential_update: the factor M, the order and the isolation of agents."""
+"""Tests of rllib_hatrpo.updates.sequential_update: the factor M, the order and the isolation of
+agents."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from rllib_hatrpo.sequential_update import sequential_update
+from rllib_hatrpo.updates.sequential_update import sequential_update
 
 F64 = torch.float64
 OBS_DIM, N_ACTIONS, N_ROWS = 2, 3, 10

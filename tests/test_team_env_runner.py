@@ -17,11 +17,11 @@ from ray.tune.registry import register_env
 from toy_envs import make_episode_ends, make_masked_choice
 
 from rllib_hatrpo import HATRPOConfig
+from rllib_hatrpo.app.evaluation import make_env
 from rllib_hatrpo.envs import GLOBAL_STATE_KEY
-from rllib_hatrpo.evaluation import make_env
-from rllib_hatrpo.team_batch import TEAM_BATCH, TeamBatchBuilder
-from rllib_hatrpo.team_env_runner import TeamEnvRunner, env_action
-from rllib_hatrpo.team_fragment import TeamFragment
+from rllib_hatrpo.sampling.team_batch import TEAM_BATCH, TeamBatchBuilder
+from rllib_hatrpo.sampling.team_env_runner import TeamEnvRunner, env_action
+from rllib_hatrpo.sampling.team_fragment import TeamFragment
 
 register_env("episode_ends", make_episode_ends)
 register_env("masked_choice", make_masked_choice)

@@ -1,4 +1,5 @@
-"""Tests of the TRPO machinery in rllib_hatrpo.trust_region against independent computations.
+"""Tests of the TRPO machinery in rllib_hatrpo.updates.trust_region against independent
+computations.
 
 Everything numeric runs in float64. Reference values come from dense linear algebra
 (torch.linalg.solve, torch.autograd.functional.hessian) on closed-form KL / log-prob formulas
@@ -15,8 +16,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Normal, kl_divergence
 
-from rllib_hatrpo.networks import build_mlp
-from rllib_hatrpo.trust_region import (
+from rllib_hatrpo.modules.networks import build_mlp
+from rllib_hatrpo.updates.trust_region import (
     TrustRegionStats,
     conjugate_gradient,
     fisher_vector_product,

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from gymnasium_robotics.envs.multiagent_mujoco.obsk import Node
 
-from rllib_hatrpo.experiment import (
+from rllib_hatrpo.app.experiment import (
     ExperimentError,
     load_experiment,
     parse_override,

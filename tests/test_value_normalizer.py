@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from rllib_hatrpo.shared_critic import value_loss
-from rllib_hatrpo.value_normalizer import ValueNormalizer
+from rllib_hatrpo.modules.shared_critic import value_loss
+from rllib_hatrpo.updates.value_normalizer import ValueNormalizer
 
 F64 = torch.float64
 
@@ -137,7 +137,7 @@ def test_value_normalizer_state_dict_round_trip():
 
 
 # --------------------------------------------------------------------------------------------
-# value_loss (rllib_hatrpo.shared_critic)
+# value_loss (rllib_hatrpo.modules.shared_critic)
 # --------------------------------------------------------------------------------------------
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rllib_hatrpo import cli, wandb_logging
+from rllib_hatrpo.app import cli, wandb_logging
 
 QUICK = Path(__file__).resolve().parents[1] / "tune_configs" / "hatrpo_halfcheetah_2x3_quick.yaml"
 
@@ -82,8 +82,8 @@ def test_metrics_hold_env_steps_team_return_and_per_agent_diagnostics():
 def test_nothing_imports_wandb_without_the_flag():
     code = (
         "import sys\n"
-        "import rllib_hatrpo.cli, rllib_hatrpo.tuning\n"
-        "from rllib_hatrpo.experiment import load_experiment\n"
+        "import rllib_hatrpo.app.cli, rllib_hatrpo.app.tuning\n"
+        "from rllib_hatrpo.app.experiment import load_experiment\n"
         f"load_experiment({str(QUICK)!r}).build_config()\n"
         "assert 'wandb' not in sys.modules, 'wandb was imported'\n"
     )

@@ -9,7 +9,7 @@ import sys
 
 import ray
 
-from rllib_hatrpo.checkpointing import save_checkpoint
+from rllib_hatrpo.operations.checkpointing import save_checkpoint
 from rllib_hatrpo.registry import algorithm_class
 
 OLD_CHECKPOINTS = {

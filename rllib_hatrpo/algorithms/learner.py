@@ -20,19 +20,19 @@ from ray.rllib.core.learner.training_data import TrainingData
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_TRAINED, NUM_ENV_STEPS_TRAINED_LIFETIME
 
-from rllib_hatrpo.advantages import compute_gae
-from rllib_hatrpo.data_parallel import (
+from rllib_hatrpo.envs.parallel_state_env import GLOBAL_STATE_KEY
+from rllib_hatrpo.metrics import CRITIC_LOSS, EXPLAINED_VARIANCE, ProgressColumn
+from rllib_hatrpo.modules.shared_critic import SHARED_CRITIC_ID, value_loss
+from rllib_hatrpo.sampling.team_batch import TEAM_BATCH, concat_rows
+from rllib_hatrpo.updates.advantages import compute_gae
+from rllib_hatrpo.updates.data_parallel import (
     all_reduce_grads,
     all_reduce_sum,
     global_mean,
     global_var,
     shard_fraction,
 )
-from rllib_hatrpo.envs.parallel_state_env import GLOBAL_STATE_KEY
-from rllib_hatrpo.metrics import CRITIC_LOSS, EXPLAINED_VARIANCE, ProgressColumn
-from rllib_hatrpo.sequential_update import sequential_update
-from rllib_hatrpo.shared_critic import SHARED_CRITIC_ID, value_loss
-from rllib_hatrpo.team_batch import TEAM_BATCH, concat_rows
+from rllib_hatrpo.updates.sequential_update import sequential_update
 
 
 @dataclass
@@ -144,7 +144,8 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
         module_batches = self._module_batches(
             team["agents"], shard_fraction(num_rows, self._device)
         )
-        order = agent_order if agent_order is not None else sorted(module_batches)
+        # default: the modules in the agents' order (as `config.module_ids()`, `fixed_order`)
+        order = agent_order if agent_order is not None else list(module_batches)
 
         def step(module_id: Hashable, factor: torch.Tensor) -> dict[str, float]:
             mb = module_batches[module_id]

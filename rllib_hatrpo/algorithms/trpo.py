@@ -5,8 +5,8 @@ from __future__ import annotations
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.utils.annotations import override
 
+from rllib_hatrpo.algorithms.hatrpo import HATRPO, HATRPOConfig
 from rllib_hatrpo.envs.single_agent import SINGLE_AGENT_ENV
-from rllib_hatrpo.hatrpo import HATRPO, HATRPOConfig
 
 
 class TRPOConfig(HATRPOConfig):

@@ -26,15 +26,19 @@ from ray.rllib.utils.metrics import (
 )
 from ray.tune import Checkpoint
 
-from rllib_hatrpo.checkpointing import algorithm_identity, check_checkpoint_class, check_restorable
-from rllib_hatrpo.cluster_check import (
+from rllib_hatrpo.metrics import AGENT_ORDER, TEAM_RETURN, team_return
+from rllib_hatrpo.operations.checkpointing import (
+    algorithm_identity,
+    check_checkpoint_class,
+    check_restorable,
+)
+from rllib_hatrpo.operations.cluster_check import (
     ResourceError,
     check_before_actors,
     check_one_env_runner_fits,
 )
-from rllib_hatrpo.data_parallel import shard_by_env_steps
-from rllib_hatrpo.metrics import AGENT_ORDER, TEAM_RETURN, team_return
-from rllib_hatrpo.sequential_update import AgentOrder
+from rllib_hatrpo.updates.data_parallel import shard_by_env_steps
+from rllib_hatrpo.updates.sequential_update import AgentOrder
 
 # Timers report this iteration's seconds (RLlib's default is a slow moving average).
 _THIS_ITERATION = {"reduce": "mean", "window": 1}

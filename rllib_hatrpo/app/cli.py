@@ -1,4 +1,5 @@
-"""The `rllib-hatrpo` command (also `python -m rllib_hatrpo.cli`): train, tune, evaluate, resume.
+"""The `rllib-hatrpo` command (also `python -m rllib_hatrpo.app.cli`): train, tune, evaluate,
+resume.
 
     rllib-hatrpo train tune_configs/hatrpo_halfcheetah_2x3.yaml --set training.kl_threshold=0.02
     rllib-hatrpo tune tune_configs/search/hatrpo_halfcheetah_kl_x_critic_lr.yaml
@@ -26,24 +27,24 @@ from typing import Any
 
 import yaml
 
-from rllib_hatrpo.checkpointing import (
-    CHECKPOINT_DIR,
-    CheckpointError,
-    find_checkpoint,
-    restore_path,
-    written_by,
-)
-from rllib_hatrpo.cluster_check import ResourceError
-from rllib_hatrpo.config import ConfigError
-from rllib_hatrpo.experiment import (
+from rllib_hatrpo.algorithms.config import ConfigError
+from rllib_hatrpo.app.experiment import (
     Experiment,
     ExperimentError,
     load_experiment,
     parse_override,
     problems_message,
 )
+from rllib_hatrpo.app.train import progress_fraction, train
+from rllib_hatrpo.operations.checkpointing import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    find_checkpoint,
+    restore_path,
+    written_by,
+)
+from rllib_hatrpo.operations.cluster_check import ResourceError
 from rllib_hatrpo.registry import algorithm_class
-from rllib_hatrpo.train import progress_fraction, train
 
 EXPERIMENT_YAML = "experiment.yaml"
 """The resolved experiment (file plus command-line overrides) saved in every run directory."""
@@ -235,11 +236,11 @@ def resume_command(args: argparse.Namespace) -> int:
 def _train_run(algo: Any, experiment: Experiment, run_dir: Path) -> int:
     """The training loop with wandb (if the experiment asks for it) around it; the exit
     status (1, with the command that continues the run, if every EnvRunner was lost)."""
-    from rllib_hatrpo.algorithm import EnvRunnersLostError
+    from rllib_hatrpo.algorithms.algorithm import EnvRunnersLostError
 
     run = on_result = None
     if experiment.wandb is not None:
-        from rllib_hatrpo import wandb_logging
+        from rllib_hatrpo.app import wandb_logging
 
         run = wandb_logging.start_run(experiment.wandb, run_dir, experiment.to_dict())
 
@@ -274,8 +275,8 @@ def _train_run(algo: Any, experiment: Experiment, run_dir: Path) -> int:
 
 def tune_command(args: argparse.Namespace) -> int:
     """`tune SEARCH.yaml`: Ray Tune over the file's search spaces; prints the best trial."""
-    from rllib_hatrpo import tuning
-    from rllib_hatrpo.cluster_check import check_cluster_resources
+    from rllib_hatrpo.app import tuning
+    from rllib_hatrpo.operations.cluster_check import check_cluster_resources
 
     experiment = _load(args)
     config = _check_config(experiment, args.config)
@@ -283,7 +284,7 @@ def tune_command(args: argparse.Namespace) -> int:
     _save_experiment(experiment, run_dir)
     print(f"search directory: {run_dir.resolve()}", flush=True)
     if experiment.wandb is not None:
-        from rllib_hatrpo.wandb_logging import offline_unless_credentials
+        from rllib_hatrpo.app.wandb_logging import offline_unless_credentials
 
         if offline_unless_credentials():
             where = os.environ.get("WANDB_DIR", f"{run_dir}/<trial>")
@@ -304,8 +305,8 @@ def tune_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    """`evaluate CHECKPOINT`: `rllib_hatrpo.evaluation.evaluate_checkpoint`, printed as JSON."""
-    from rllib_hatrpo.evaluation import evaluate_checkpoint
+    """`evaluate CHECKPOINT`: `rllib_hatrpo.app.evaluation.evaluate_checkpoint`, printed as JSON."""
+    from rllib_hatrpo.app.evaluation import evaluate_checkpoint
 
     checkpoint = find_checkpoint(args.checkpoint)
     video = None if args.video is None else str(args.video)
@@ -319,7 +320,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 def _log_evaluation(checkpoint: Path, result: Any, video: Path | None) -> None:
     """Logs an evaluation into the wandb run of the checkpoint's run directory, with the
     run's `wandb` settings."""
-    from rllib_hatrpo import wandb_logging
+    from rllib_hatrpo.app import wandb_logging
 
     run_dir = checkpoint.parent
     experiment_file = run_dir / EXPERIMENT_YAML

@@ -22,7 +22,7 @@ import numpy as np
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 from rllib_hatrpo.envs.parallel_state_env import GLOBAL_STATE_KEY
-from rllib_hatrpo.team_fragment import Obs
+from rllib_hatrpo.sampling.team_fragment import Obs
 
 Batch = tuple[dict[str, Obs], np.ndarray]
 """Observations per agent (rows = copies) and the global states (float32, rows = copies)."""

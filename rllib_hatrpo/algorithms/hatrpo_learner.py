@@ -9,7 +9,7 @@ import torch
 import tree
 from ray.rllib.utils.annotations import override
 
-from rllib_hatrpo.learner import HeterogeneousAgentLearner, ModuleBatch
+from rllib_hatrpo.algorithms.learner import HeterogeneousAgentLearner, ModuleBatch
 from rllib_hatrpo.metrics import (
     EXPECTED_IMPROVEMENT,
     LINE_SEARCH_STEPS,
@@ -19,7 +19,7 @@ from rllib_hatrpo.metrics import (
     SURROGATE_IMPROVEMENT,
     ProgressColumn,
 )
-from rllib_hatrpo.trust_region import trust_region_step
+from rllib_hatrpo.updates.trust_region import trust_region_step
 
 
 class HATRPOLearner(HeterogeneousAgentLearner):

@@ -27,8 +27,13 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
 from ray.rllib.env.env_context import EnvContext
 
-from rllib_hatrpo.checkpointing import find_checkpoint, load_config, load_modules, written_by
-from rllib_hatrpo.team_env_runner import env_action
+from rllib_hatrpo.operations.checkpointing import (
+    find_checkpoint,
+    load_config,
+    load_modules,
+    written_by,
+)
+from rllib_hatrpo.sampling.team_env_runner import env_action
 
 GL_BACKENDS: tuple[str, ...] = ("egl", "osmesa")
 """MuJoCo's offscreen OpenGL backends, in the order they are tried (GPU first)."""

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from rllib_hatrpo.app.train import SUMMARY_JSON
 from rllib_hatrpo.metrics import TEAM_RETURN
-from rllib_hatrpo.train import SUMMARY_JSON
 
 DEFAULT_PROJECT = "rllib-hatrpo"
 DEFAULT_HOST = "https://api.wandb.ai"

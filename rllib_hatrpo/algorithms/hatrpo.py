@@ -7,8 +7,8 @@ from ray.rllib.algorithms.algorithm_config import NotProvided
 from ray.rllib.utils.annotations import override
 from typing_extensions import Self
 
-from rllib_hatrpo.algorithm import HAAlgorithm
-from rllib_hatrpo.config import HAConfig, Rule
+from rllib_hatrpo.algorithms.algorithm import HAAlgorithm
+from rllib_hatrpo.algorithms.config import HAConfig, Rule
 
 
 class HATRPOConfig(HAConfig):
@@ -96,7 +96,7 @@ class HATRPOConfig(HAConfig):
 
     @override(HAConfig)
     def get_default_learner_class(self):
-        from rllib_hatrpo.hatrpo_learner import HATRPOLearner
+        from rllib_hatrpo.algorithms.hatrpo_learner import HATRPOLearner
 
         return HATRPOLearner
 

@@ -14,7 +14,7 @@ from ray.rllib.core.distribution.torch.torch_distribution import (
 )
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
-from rllib_hatrpo.networks import NETWORK_DEFAULTS, build_mlp, orthogonal_linear
+from rllib_hatrpo.modules.networks import NETWORK_DEFAULTS, build_mlp, orthogonal_linear
 
 # A finite stand-in for −inf: masked actions get probability exactly 0 and the KL stays finite.
 MASKED_LOGIT = -1e8

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rllib_hatrpo.experiment import Experiment
+from rllib_hatrpo.app.experiment import Experiment
 from rllib_hatrpo.metrics import TEAM_RETURN
 from rllib_hatrpo.registry import algorithm_class
 
@@ -42,7 +42,7 @@ def run_search(experiment: Experiment, run_dir: Path) -> Any:
     if experiment.wandb is not None:
         from ray.air.integrations.wandb import WandbLoggerCallback
 
-        from rllib_hatrpo.wandb_logging import init_kwargs
+        from rllib_hatrpo.app.wandb_logging import init_kwargs
 
         callbacks.append(WandbLoggerCallback(**init_kwargs(experiment.wandb)))
     metric, mode = metric_and_mode(experiment)

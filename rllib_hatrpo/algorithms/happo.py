@@ -7,8 +7,8 @@ from ray.rllib.algorithms.algorithm_config import NotProvided
 from ray.rllib.utils.annotations import override
 from typing_extensions import Self
 
-from rllib_hatrpo.algorithm import HAAlgorithm
-from rllib_hatrpo.config import FirstOrderConfig, Rule
+from rllib_hatrpo.algorithms.algorithm import HAAlgorithm
+from rllib_hatrpo.algorithms.config import FirstOrderConfig, Rule
 
 
 class HAPPOConfig(FirstOrderConfig):
@@ -51,7 +51,7 @@ class HAPPOConfig(FirstOrderConfig):
 
     @override(FirstOrderConfig)
     def get_default_learner_class(self):
-        from rllib_hatrpo.happo_learner import HAPPOLearner
+        from rllib_hatrpo.algorithms.first_order_learner import HAPPOLearner
 
         return HAPPOLearner
 
@@ -84,7 +84,7 @@ class HAA2CConfig(FirstOrderConfig):
 
     @override(FirstOrderConfig)
     def get_default_learner_class(self):
-        from rllib_hatrpo.happo_learner import HAA2CLearner
+        from rllib_hatrpo.algorithms.first_order_learner import HAA2CLearner
 
         return HAA2CLearner
 

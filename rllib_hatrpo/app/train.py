@@ -35,8 +35,8 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
-from rllib_hatrpo.checkpointing import CHECKPOINT_DIR, save_checkpoint
 from rllib_hatrpo.metrics import TEAM_RETURN, ProgressColumn
+from rllib_hatrpo.operations.checkpointing import CHECKPOINT_DIR, save_checkpoint
 
 BASE_FIELDS = [
     "iteration",

@@ -15,7 +15,7 @@ import tree
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.columns import Columns
 
-from rllib_hatrpo.team_fragment import TeamFragment
+from rllib_hatrpo.sampling.team_fragment import TeamFragment
 
 TEAM_BATCH = "team_batch"
 

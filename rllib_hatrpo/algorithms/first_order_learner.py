@@ -1,4 +1,5 @@
-"""The agent step of the first-order methods: Adam epochs over minibatches of a policy loss."""
+"""The agent step of the first-order methods, HAPPO and HAA2C: Adam epochs over minibatches of
+their policy losses (`updates.policy_losses`)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import tree
 from ray.rllib.core.learner.learner import Learner
 from ray.rllib.utils.annotations import override
 
-from rllib_hatrpo.data_parallel import all_reduce_grads, all_reduce_sum, shard_fraction
-from rllib_hatrpo.learner import HeterogeneousAgentLearner, ModuleBatch
+from rllib_hatrpo.algorithms.learner import HeterogeneousAgentLearner, ModuleBatch
 from rllib_hatrpo.metrics import ENTROPY, GRAD_NORM, MEAN_KL, POLICY_LOSS, ProgressColumn
-from rllib_hatrpo.shared_critic import SHARED_CRITIC_ID
+from rllib_hatrpo.modules.shared_critic import SHARED_CRITIC_ID
+from rllib_hatrpo.updates.data_parallel import all_reduce_grads, all_reduce_sum, shard_fraction
+from rllib_hatrpo.updates.policy_losses import haa2c_loss, happo_loss
 
 
 class FirstOrderLearner(HeterogeneousAgentLearner, abc.ABC):
@@ -72,3 +74,19 @@ class FirstOrderLearner(HeterogeneousAgentLearner, abc.ABC):
             GRAD_NORM: sum(grad_norms) / len(grad_norms),
             MEAN_KL: mean_kl,
         }
+
+
+class HAPPOLearner(FirstOrderLearner):
+    """PPO's clipped surrogate with M·A (Kuba et al. 2022)."""
+
+    @override(FirstOrderLearner)
+    def policy_loss(self, ratio, factor, advantages) -> torch.Tensor:
+        return happo_loss(ratio, factor, advantages, self.config.clip_param)
+
+
+class HAA2CLearner(FirstOrderLearner):
+    """The unclipped policy gradient with M·A (HARL's HAA2C)."""
+
+    @override(FirstOrderLearner)
+    def policy_loss(self, ratio, factor, advantages) -> torch.Tensor:
+        return haa2c_loss(ratio, factor, advantages)

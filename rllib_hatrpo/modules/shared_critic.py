@@ -11,8 +11,8 @@ from ray.rllib.core.rl_module.apis import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
 from rllib_hatrpo.envs.parallel_state_env import GLOBAL_STATE_KEY
-from rllib_hatrpo.networks import NETWORK_DEFAULTS, build_mlp, orthogonal_linear
-from rllib_hatrpo.value_normalizer import ValueNormalizer
+from rllib_hatrpo.modules.networks import NETWORK_DEFAULTS, build_mlp, orthogonal_linear
+from rllib_hatrpo.updates.value_normalizer import ValueNormalizer
 
 SHARED_CRITIC_ID = "shared_critic"
 _NORMALIZER_PREFIX = "value_normalizer."

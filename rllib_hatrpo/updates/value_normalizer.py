@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rllib_hatrpo.data_parallel import global_mean
+from rllib_hatrpo.updates.data_parallel import global_mean
 
 
 class ValueNormalizer(nn.Module):

@@ -77,8 +77,8 @@ from ray.rllib.utils.metrics import (
 from ray.rllib.utils.spaces.space_utils import clip_action, unsquash_action
 from ray.rllib.utils.typing import ResultDict, StateDict
 
-from rllib_hatrpo.envs.team_vector_env import TeamStep, TeamVectorEnv
-from rllib_hatrpo.team_fragment import Obs, TeamFragment, map_obs
+from rllib_hatrpo.sampling.team_fragment import Obs, TeamFragment, map_obs
+from rllib_hatrpo.sampling.vector_env import TeamStep, TeamVectorEnv
 
 _EPISODES_CAPACITY = 256
 """Vector steps preallocated for a `num_episodes` call (doubled whenever they run out)."""

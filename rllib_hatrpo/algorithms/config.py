@@ -13,13 +13,13 @@ from ray.rllib.policy.policy import PolicySpec
 from ray.rllib.utils.annotations import override
 from typing_extensions import Self
 
-from rllib_hatrpo.actor import ActorRLModule
-from rllib_hatrpo.env_probe import TeamSpaces, probe_env
-from rllib_hatrpo.networks import ACTIVATIONS, NETWORK_DEFAULTS
+from rllib_hatrpo.modules.actor import ActorRLModule
+from rllib_hatrpo.modules.networks import ACTIVATIONS, NETWORK_DEFAULTS
+from rllib_hatrpo.modules.shared_critic import SHARED_CRITIC_ID, SharedCriticRLModule
+from rllib_hatrpo.sampling.env_probe import TeamSpaces, probe_env
+from rllib_hatrpo.sampling.team_batch import TeamBatchBuilder
+from rllib_hatrpo.sampling.team_env_runner import TeamEnvRunner, check_team_env_runner_config
 from rllib_hatrpo.schema import builder_fields, conforms, is_search_space
-from rllib_hatrpo.shared_critic import SHARED_CRITIC_ID, SharedCriticRLModule
-from rllib_hatrpo.team_batch import TeamBatchBuilder
-from rllib_hatrpo.team_env_runner import TeamEnvRunner, check_team_env_runner_config
 
 SHARED_POLICY_ID = "shared_policy"
 

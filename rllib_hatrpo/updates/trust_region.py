@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rllib_hatrpo.data_parallel import all_reduce_sum
+from rllib_hatrpo.updates.data_parallel import all_reduce_sum
 
 Tensor = torch.Tensor
 

@@ -1,0 +1,2 @@
+"""Running it for long and on clusters: crash-safe checkpoints that know their algorithm, and
+resource checks before any actor starts."""
