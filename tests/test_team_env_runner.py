@@ -335,13 +335,14 @@ def test_team_batch_concatenates_the_non_empty_fragments():
         terminated=False,
     )
     team = TeamBatchBuilder()(rl_module=None, batch={}, episodes=[empty, *fragments])[TEAM_BATCH]
-    assert team["fragment_lengths"] == [len(f) for f in fragments]
-    assert team["terminated"] == [f.terminated for f in fragments]
-    assert len(team["state"]) == 30 + len(fragments) and len(team["rewards"]) == 30
-    np.testing.assert_array_equal(team["state"], np.concatenate([f.states for f in fragments]))
+    assert team.fragment_lengths == [len(f) for f in fragments]
+    assert team.terminated == [f.terminated for f in fragments]
+    assert len(team.states) == 30 + len(fragments) and len(team.rewards) == 30
+    np.testing.assert_array_equal(team.states, np.concatenate([f.states for f in fragments]))
     for agent in ("a0", "a1"):
-        _assert_same_obs(
-            team["agents"][agent][Columns.OBS], np.concatenate([f.obs[agent] for f in fragments])
+        _assert_same_obs(team.obs[agent], np.concatenate([f.obs[agent] for f in fragments]))
+        np.testing.assert_array_equal(
+            team.actions[agent], np.concatenate([f.actions[agent] for f in fragments])
         )
     runner.stop()
 

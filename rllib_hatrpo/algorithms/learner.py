@@ -23,7 +23,8 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_TRAINED, NUM_ENV_STEPS_TRAINED
 from rllib_hatrpo.envs.parallel_state_env import GLOBAL_STATE_KEY
 from rllib_hatrpo.metrics import CRITIC_LOSS, EXPLAINED_VARIANCE, ProgressColumn
 from rllib_hatrpo.modules.shared_critic import SHARED_CRITIC_ID, value_loss
-from rllib_hatrpo.sampling.team_batch import TEAM_BATCH, concat_rows
+from rllib_hatrpo.sampling.team_batch import TEAM_BATCH, TeamBatch
+from rllib_hatrpo.sampling.team_fragment import concat_rows
 from rllib_hatrpo.updates.advantages import compute_gae
 from rllib_hatrpo.updates.data_parallel import (
     all_reduce_grads,
@@ -113,7 +114,7 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
         if training_data is None:
             training_data = TrainingData(episodes=episodes)
         training_data.solve_refs()
-        team = self._learner_connector(
+        team: TeamBatch = self._learner_connector(
             rl_module=self.module,
             batch={},
             episodes=training_data.episodes,
@@ -122,17 +123,17 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
         )[TEAM_BATCH]
 
         critic = self.module[SHARED_CRITIC_ID]
-        states = torch.as_tensor(team["state"], device=self._device)
-        lengths = team["fragment_lengths"]
+        states = torch.as_tensor(team.states, device=self._device)
+        lengths = team.fragment_lengths
         row_of_step = _step_rows(lengths)  # rows of `states` that are env steps (not bootstrap)
         with torch.no_grad():
             norm_values = critic.compute_values({GLOBAL_STATE_KEY: states})
             values = critic.value_normalizer.denormalize(norm_values.double())
         advantages, targets = compute_gae(
-            team["rewards"],
+            team.rewards,
             values.cpu().numpy(),
             lengths,
-            team["terminated"],
+            team.terminated,
             self.config.gamma,
             self.config.lambda_,
         )
@@ -141,9 +142,7 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
         advantages = (advantages - global_mean(advantages)) / (global_var(advantages).sqrt() + 1e-5)
 
         num_rows = len(advantages)
-        module_batches = self._module_batches(
-            team["agents"], shard_fraction(num_rows, self._device)
-        )
+        module_batches = self._module_batches(team, shard_fraction(num_rows, self._device))
         # default: the modules in the agents' order (as `config.module_ids()`, `fixed_order`)
         order = agent_order if agent_order is not None else list(module_batches)
 
@@ -176,21 +175,19 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
         )
         return self.metrics.reduce()
 
-    def _module_batches(
-        self, agents: dict[str, dict[str, np.ndarray]], share: float
-    ) -> dict[str, ModuleBatch]:
+    def _module_batches(self, team: TeamBatch, share: float) -> dict[str, ModuleBatch]:
         """Groups agents by the policy module they map to and records π_old on their rows."""
         groups: dict[str, list[str]] = defaultdict(list)
-        for agent_id in agents:
+        for agent_id in team.actions:
             groups[self.config.policy_mapping_fn(agent_id, None)].append(agent_id)
         batches = {}
         for module_id, agent_ids in groups.items():
             obs = tree.map_structure(
                 lambda x: torch.as_tensor(x, device=self._device),
-                concat_rows([agents[a][Columns.OBS] for a in agent_ids]),
+                concat_rows([team.obs[a] for a in agent_ids]),
             )
             actions = torch.as_tensor(
-                np.concatenate([agents[a][Columns.ACTIONS] for a in agent_ids]),
+                np.concatenate([team.actions[a] for a in agent_ids]),
                 device=self._device,
             )
             with torch.no_grad():

@@ -39,6 +39,7 @@ import gymnasium as gym
 import numpy as np
 import ray
 import torch
+import tree
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.core import COMPONENT_RL_MODULE
@@ -77,8 +78,9 @@ from ray.rllib.utils.metrics import (
 from ray.rllib.utils.spaces.space_utils import clip_action, unsquash_action
 from ray.rllib.utils.typing import ResultDict, StateDict
 
-from rllib_hatrpo.sampling.team_fragment import Obs, TeamFragment, map_obs
-from rllib_hatrpo.sampling.vector_env import TeamStep, TeamVectorEnv
+from rllib_hatrpo.sampling.rollout import Rollout
+from rllib_hatrpo.sampling.team_fragment import Obs, TeamFragment, concat_rows
+from rllib_hatrpo.sampling.vector_env import TeamVectorEnv
 
 _EPISODES_CAPACITY = 256
 """Vector steps preallocated for a `num_episodes` call (doubled whenever they run out)."""
@@ -221,7 +223,7 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         """Steps all copies `num_steps` times, or until `num_episodes` episodes ended."""
         if reset or self._needs_initial_reset:
             self._reset_envs()
-        rollout = _Rollout(self._obs, self._states, num_steps or _EPISODES_CAPACITY)
+        rollout = Rollout(self._obs, self._states, num_steps or _EPISODES_CAPACITY)
         ended: list[TeamFragment] = []
         t = 0
         while (t < num_steps) if num_episodes is None else (len(ended) < num_episodes):
@@ -236,7 +238,7 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
             if step is ENV_STEP_FAILURE:  # the envs were rebuilt: start this call over
                 self._log_sampled(t)
                 self._reset_envs()
-                rollout = _Rollout(self._obs, self._states, num_steps or _EPISODES_CAPACITY)
+                rollout = Rollout(self._obs, self._states, num_steps or _EPISODES_CAPACITY)
                 ended, t = [], 0
                 continue
             rollout.write(t, actions, step)
@@ -252,7 +254,7 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         if num_episodes is not None:
             return ended
         # copies: the rollout's arrays are not kept beyond this call
-        self._obs = {a: map_obs(np.copy, o) for a, o in rollout.obs_at(t).items()}
+        self._obs = tree.map_structure(np.copy, rollout.obs_at(t))
         self._states = rollout.states[t].copy()
         return ended + rollout.cut_fragments(t)
 
@@ -262,8 +264,12 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         actions: dict[str, np.ndarray] = {}
         for module_id, agents in self._agents_of_module.items():
             module = self.module[module_id]
-            rows = obs[agents[0]] if len(agents) == 1 else _concat([obs[a] for a in agents])
-            batch = {Columns.OBS: map_obs(lambda x: torch.from_numpy(x).to(self._device), rows)}
+            rows = obs[agents[0]] if len(agents) == 1 else concat_rows([obs[a] for a in agents])
+            batch = {
+                Columns.OBS: tree.map_structure(
+                    lambda x: torch.from_numpy(x).to(self._device), rows
+                )
+            }
             # The modules stay in eval mode (make_module), so the private forward methods are
             # what RLlib's public ones run, without switching modes at every call.
             if explore:
@@ -468,83 +474,6 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         return [(COMPONENT_RL_MODULE, self.module)]
 
 
-class _Rollout:
-    """The rows of one `sample()` call: row t of every array is step t of every copy.
-
-    `obs` and `states` have one row more than steps taken (the observations after the last
-    step); arrays double their rows whenever a `num_episodes` call needs more.
-    """
-
-    def __init__(self, obs: dict[str, Obs], states: np.ndarray, capacity: int) -> None:
-        self.obs = {a: map_obs(lambda x: _empty_rows(x, capacity + 1), o) for a, o in obs.items()}
-        self.states = _empty_rows(states, capacity + 1)
-        self.actions: dict[str, np.ndarray] = {}
-        self.rewards = np.empty((capacity, len(states)))
-        self.capacity = capacity
-        self._starts = np.zeros(len(states), dtype=np.int64)  # first row of each copy's fragment
-        self._write_obs(0, obs, states)
-
-    def obs_at(self, t: int) -> dict[str, Obs]:
-        """Every agent's observations of step t (rows = copies)."""
-        return {a: map_obs(lambda x: x[t], o) for a, o in self.obs.items()}
-
-    def write(self, t: int, actions: dict[str, np.ndarray], step: TeamStep) -> None:
-        """Step t's actions and team rewards, and the observations after it (row t + 1)."""
-        if t == self.capacity:
-            self._grow()
-        for agent, rows in actions.items():
-            if agent not in self.actions:
-                self.actions[agent] = _empty_rows(rows, self.capacity)
-            self.actions[agent][t] = rows
-        self.rewards[t] = step.rewards.mean(axis=1)
-        self._write_obs(t + 1, step.obs, step.states)
-
-    def end_episode(self, t: int, i: int, step: TeamStep) -> TeamFragment:
-        """Copy i's fragment up to its episode's end at step t; its next one starts at t + 1."""
-        fragment = self._fragment(i, t + 1, step.final_states[i], bool(step.terminated[i]))
-        self._starts[i] = t + 1
-        return fragment
-
-    def cut_fragments(self, num_steps: int) -> list[TeamFragment]:
-        """Each copy's steps after its last episode end, bootstrapped from the state after them."""
-        return [
-            self._fragment(i, num_steps, self.states[num_steps, i], terminated=False)
-            for i in range(len(self._starts))
-            if self._starts[i] < num_steps
-        ]
-
-    def _fragment(
-        self, i: int, stop: int, final_state: np.ndarray, terminated: bool
-    ) -> TeamFragment:
-        rows = slice(int(self._starts[i]), stop)
-        return TeamFragment(
-            obs={a: map_obs(lambda x: x[rows, i].copy(), o) for a, o in self.obs.items()},
-            actions={a: x[rows, i].copy() for a, x in self.actions.items()},
-            states=np.concatenate([self.states[rows, i], final_state[None]]),
-            rewards=self.rewards[rows, i].copy(),
-            terminated=terminated,
-        )
-
-    def _write_obs(self, t: int, obs: dict[str, Obs], states: np.ndarray) -> None:
-        for agent, rows in obs.items():
-            if isinstance(rows, dict):
-                for key, part in rows.items():
-                    self.obs[agent][key][t] = part
-            else:
-                self.obs[agent][t] = rows
-        self.states[t] = states
-
-    def _grow(self) -> None:
-        def grow(x: np.ndarray) -> np.ndarray:
-            return np.concatenate([x, np.empty_like(x[: self.capacity])])
-
-        self.obs = {a: map_obs(grow, o) for a, o in self.obs.items()}
-        self.states = grow(self.states)
-        self.actions = {a: grow(x) for a, x in self.actions.items()}
-        self.rewards = grow(self.rewards)
-        self.capacity *= 2
-
-
 @contextlib.contextmanager
 def _one_torch_thread() -> Iterator[None]:
     """Torch on one thread meanwhile: for batches of a few dozen rows intra-op threads only add
@@ -556,15 +485,3 @@ def _one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def _empty_rows(rows: np.ndarray, n: int) -> np.ndarray:
-    """Room for `n` rows shaped and typed like `rows` (one row per copy)."""
-    return np.empty((n, *rows.shape), dtype=rows.dtype)
-
-
-def _concat(parts: list[Obs]) -> Obs:
-    """Observation rows of several agents stacked agent after agent."""
-    if isinstance(parts[0], dict):
-        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-    return np.concatenate(parts)

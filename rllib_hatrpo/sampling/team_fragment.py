@@ -8,21 +8,19 @@ and end flag), so fragments can be shuffled between learners whole and GAE stays
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import tree
 
 Obs = np.ndarray | dict[str, np.ndarray]
 """An agent's observation rows: an array, or {"observation": rows, "action_mask": rows}."""
 
 
-def map_obs(fn: Callable[[np.ndarray], Any], obs: Obs) -> Any:
-    """`fn` applied to the array(s) of an observation (both parts of a masked one)."""
-    if isinstance(obs, dict):
-        return {key: fn(value) for key, value in obs.items()}
-    return fn(obs)
+def concat_rows(parts: list[Any]) -> Any:
+    """Row blocks concatenated: arrays, or (masked observations) dicts of arrays alike."""
+    return tree.map_structure(lambda *blocks: np.concatenate(blocks), *parts)
 
 
 @dataclass(eq=False)  # compared by identity: elementwise array equality has no truth value
