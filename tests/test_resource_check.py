@@ -12,14 +12,18 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from local_cluster import clean_env
 
-from rllib_hatrpo import HATRPOConfig, cli
-from rllib_hatrpo.cluster_check import ResourceError, check_one_env_runner_fits
+from rllib_hatrpo import HATRPOConfig
+from rllib_hatrpo.app import cli
+from rllib_hatrpo.operations.cluster_check import ResourceError, check_one_env_runner_fits
 
 MISSING = "sampler: each EnvRunner asks for 1 but no node of the cluster has any (1 node"
 EXPERIMENT = (
@@ -31,6 +35,29 @@ EXPERIMENT = (
     "stop: {training_iteration: 1}\n"
 )
 QUICK_S = 60  # generous for a loaded 2-core machine; Ray itself would wait forever
+T = TypeVar("T")
+
+
+def within(seconds: float, fn: Callable[[], T], what: str) -> T:
+    """`fn()`'s result (or its exception), failing the test if it has not returned within
+    `seconds`. Where the check is missing, RLlib blocks in `ray.wait` on actors Ray keeps
+    pending, which no signal interrupts, so `fn` runs in a daemon thread that is left behind."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = fn()
+        except BaseException as err:  # re-raised in the test's thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, name=f"within {what}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"{what} did not return within {seconds} s", pytrace=False)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _config(**env_runners) -> HATRPOConfig:
@@ -44,16 +71,14 @@ def _config(**env_runners) -> HATRPOConfig:
 
 def test_build_algo_fails_fast_naming_the_missing_resource(ray_session):
     config = _config(num_env_runners=1, custom_resources_per_env_runner={"sampler": 1})
-    start = time.monotonic()
     with pytest.raises(ResourceError, match=re.escape(MISSING)) as err:
-        config.build_algo()
-    assert time.monotonic() - start < QUICK_S
+        within(QUICK_S, config.build_algo, "build_algo()")
     assert "sampler: the config asks for 1 (1 EnvRunner x 1) but the cluster has 0" in str(
         err.value
     )
     # Too many EnvRunners for the cluster's CPUs: named too (3 x 1 CPU > 2).
     with pytest.raises(ResourceError, match=r"CPU: the config asks for 3 \(3 EnvRunners x 1\)"):
-        _config(num_env_runners=3).build_algo()
+        within(QUICK_S, _config(num_env_runners=3).build_algo, "build_algo()")
 
 
 def test_one_env_runner_check_during_training(ray_session):
@@ -67,15 +92,15 @@ def test_one_env_runner_check_during_training(ray_session):
 def test_cli_train_and_tune_exit_2_naming_the_resource(ray_session, tmp_path, capsys):
     experiment = tmp_path / "needs_sampler.yaml"
     experiment.write_text(EXPERIMENT)
-    start = time.monotonic()
-    assert cli.main(["train", str(experiment), "--run-dir", str(tmp_path / "run")]) == 2
-    assert time.monotonic() - start < QUICK_S
+    train = ["train", str(experiment), "--run-dir", str(tmp_path / "run")]
+    assert within(QUICK_S, lambda: cli.main(train), "rllib-hatrpo train") == 2
     assert f"error: {MISSING}" in capsys.readouterr().err
     assert not (tmp_path / "run" / "progress.csv").exists()
 
     search = tmp_path / "search.yaml"
     search.write_text(EXPERIMENT + "search: {kl_threshold: {grid_search: [0.01, 0.02]}}\n")
-    assert cli.main(["tune", str(search), "--run-dir", str(tmp_path / "search")]) == 2
+    tune = ["tune", str(search), "--run-dir", str(tmp_path / "search")]
+    assert within(QUICK_S, lambda: cli.main(tune), "rllib-hatrpo tune") == 2
     err = capsys.readouterr().err
     assert "error: sampler: each EnvRunner asks for 1 but no node" in err
     assert not list((tmp_path / "search").glob("HATRPO_*"))  # no trial was started
@@ -85,7 +110,7 @@ BUILD_WITHOUT_RAY = textwrap.dedent(
     """
     import ray
     from rllib_hatrpo import HATRPOConfig
-    from rllib_hatrpo.cluster_check import ResourceError
+    from rllib_hatrpo.operations.cluster_check import ResourceError
 
     config = (
         HATRPOConfig()
