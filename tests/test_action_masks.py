@@ -9,6 +9,7 @@ from rllib_hatrpo import HATRPOConfig
 from rllib_hatrpo.metrics import team_return
 
 
+@pytest.mark.learning
 @pytest.mark.usefixtures("ray_session")
 def test_masked_actions_are_never_taken_and_learning_improves():
     register_env("masked_choice", make_masked_choice)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from ray import tune
 
-from rllib_hatrpo.algorithms.config import ConfigError
+from rllib_hatrpo.algorithms.settings import ConfigError
 from rllib_hatrpo.app import cli
 from rllib_hatrpo.registry import algorithm_class
 
@@ -125,7 +125,7 @@ def test_bad_setting_stops_build_algo_before_ray_starts():
         """
         import ray
         from rllib_hatrpo import HAPPOConfig
-        from rllib_hatrpo.algorithms.config import ConfigError
+        from rllib_hatrpo.algorithms.settings import ConfigError
         try:
             HAPPOConfig().environment("simple_spread_v3").training(ppo_epochs=0).build_algo()
         except ConfigError as err:

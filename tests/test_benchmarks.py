@@ -42,6 +42,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_learning_smoke_writes_curves_plot_and_table(tmp_path):
     stdout = run_script("learning.py", tmp_path)
     rows = read_csv(tmp_path / "learning.csv")
@@ -62,6 +63,7 @@ def test_learning_smoke_writes_curves_plot_and_table(tmp_path):
     assert "| algorithm | seeds | env steps |" in stdout
 
 
+@pytest.mark.slow
 def test_throughput_smoke_writes_tables(tmp_path):
     stdout = run_script("throughput.py", tmp_path)
     rows = read_csv(tmp_path / "throughput.csv")

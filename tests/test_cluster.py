@@ -306,6 +306,8 @@ TINY_EXPERIMENT = {
 }
 
 
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_training_job_places_its_envrunner_on_the_sampler_node(local_cluster):
     experiment = local_cluster.state / "tiny.yaml"
     experiment.write_text(yaml.safe_dump(TINY_EXPERIMENT))
@@ -358,6 +360,8 @@ def test_training_job_places_its_envrunner_on_the_sampler_node(local_cluster):
     assert len(rows) == 3  # header + 2 iterations
 
 
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_missing_experiment_file_fails_the_job_naming_the_path(local_cluster):
     done, wall_s = submit(
         local_cluster, "missing-config", [*cli_command(), "train", "does/not/exist.yaml"]
@@ -388,6 +392,8 @@ CHECK_IN_CLUSTER = textwrap.dedent(
 )
 
 
+@pytest.mark.cluster
+@pytest.mark.slow
 def test_resource_check_in_the_cluster_fails_fast_naming_the_resource(local_cluster):
     experiment = local_cluster.state / "tiny.yaml"
     experiment.write_text(yaml.safe_dump(TINY_EXPERIMENT))

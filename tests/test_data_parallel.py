@@ -43,7 +43,9 @@ def test_more_learners_than_fragments_is_an_error_naming_the_fix():
 
 def test_more_learners_than_env_copies_fails_in_validate():
     config = _config(HATRPOConfig, 5)  # 4 env copies on the local EnvRunner
-    with pytest.raises(ValueError, match=r"num_learners=5 \(int\) is invalid.*\[0, 4\].*env copies"):
+    with pytest.raises(
+        ValueError, match=r"num_learners=5 \(int\) is invalid.*\[0, 4\].*env copies"
+    ):
         config.validate()
 
 

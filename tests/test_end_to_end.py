@@ -62,6 +62,7 @@ def test_halfcheetah_iterations_report_every_metric(ray_session):
         algo.stop()
 
 
+@pytest.mark.learning
 def test_small_cooperative_task_improves_clearly(ray_session):
     register_env("sum_target", make_sum_target)
     config = (

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import yaml
 from local_cluster import (
     LocalCluster,
@@ -40,7 +41,10 @@ from local_cluster import (
 )
 from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-from rllib_hatrpo import HATRPOConfig, cli
+from rllib_hatrpo import HATRPOConfig
+from rllib_hatrpo.app import cli
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 EXPERIMENT: dict[str, Any] = {
     "algorithm": "HATRPO",

@@ -12,6 +12,8 @@ import pytest
 from rllib_hatrpo import HAPPOConfig, HATRPOConfig, TRPOConfig
 from rllib_hatrpo.metrics import team_return
 
+pytestmark = [pytest.mark.learning, pytest.mark.slow]
+
 STEPS_PER_ITERATION = 2000
 
 

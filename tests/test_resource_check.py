@@ -25,6 +25,8 @@ from rllib_hatrpo import HATRPOConfig
 from rllib_hatrpo.app import cli
 from rllib_hatrpo.operations.cluster_check import ResourceError, check_one_env_runner_fits
 
+pytestmark = pytest.mark.cluster
+
 MISSING = "sampler: each EnvRunner asks for 1 but no node of the cluster has any (1 node"
 EXPERIMENT = (
     "algorithm: HATRPO\n"
@@ -127,6 +129,7 @@ BUILD_WITHOUT_RAY = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_build_algo_without_ray_connects_as_rllib_would_then_fails_fast():
     # A fresh interpreter with a Ray of its own (its own temp dir: never another's cluster).
     with tempfile.TemporaryDirectory(prefix="rhr.", dir="/tmp") as tmp:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
@@ -13,6 +11,16 @@ from ray.rllib.policy.policy import PolicySpec
 from ray.rllib.utils.annotations import override
 from typing_extensions import Self
 
+from rllib_hatrpo.algorithms.settings import (
+    IGNORED_SETTINGS,
+    ConfigError,
+    Rule,
+    any_value,
+    check_field,
+    count_or_one,
+    invalid,
+    minibatch_rule,
+)
 from rllib_hatrpo.modules.actor import ActorRLModule
 from rllib_hatrpo.modules.networks import ACTIVATIONS, NETWORK_DEFAULTS
 from rllib_hatrpo.modules.shared_critic import SHARED_CRITIC_ID, SharedCriticRLModule
@@ -37,19 +45,6 @@ FAULT_TOLERANCE_DEFAULTS: dict[str, Any] = {
     "env_runner_health_probe_timeout_s": 10.0,
 }
 """`AlgorithmConfig.fault_tolerance()` settings our configs default to (RLlib's otherwise)."""
-
-IGNORED_SETTINGS: dict[str, str] = {
-    "num_epochs": "set the critic's passes with critic_epochs (the actors' with ppo_epochs "
-    "for HAPPO, a2c_epochs for HAA2C)",
-    "minibatch_size": "set the minibatches per epoch with critic_minibatches (and "
-    "actor_minibatches for HAPPO and HAA2C)",
-    "shuffle_batch_per_epoch": "minibatches are always drawn from a fresh permutation",
-    "model": "set the actors' and critic's networks with hidden_sizes, activation and layer_norm",
-    "optimizer": "every module has HARL's Adam (eps 1e-5)",
-    "grad_clip": "set the gradient-norm clip with max_grad_norm",
-    "grad_clip_by": "gradients are clipped by their global norm (max_grad_norm)",
-}
-"""RLlib `training()` settings no heterogeneous-agent algorithm uses, and what sets that instead."""
 
 
 def module_per_agent(agent_id: str, episode: Any = None, **kwargs) -> str:
@@ -253,7 +248,7 @@ class HAConfig(AlgorithmConfig):
     def setting_rules(self) -> dict[str, Rule]:
         """What each setting must be; subclasses add theirs."""
         rows = self.train_batch_size_per_learner
-        env_copies = _number(self.num_envs_per_env_runner) * max(1, _number(self.num_env_runners))
+        env_copies = count_or_one(self.num_envs_per_env_runner) * count_or_one(self.num_env_runners)
         return {
             "gamma": Rule(lambda v: 0 <= v <= 1, "a number in [0, 1]", float),
             "lambda_": Rule(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
@@ -263,10 +258,10 @@ class HAConfig(AlgorithmConfig):
             "value_clip": Rule(lambda v: v > 0, "a number > 0"),
             "huber_delta": Rule(lambda v: v > 0, "a number > 0"),
             "max_grad_norm": Rule(lambda v: v > 0, "a number > 0"),
-            "use_value_norm": Rule(_any, "true or false"),
-            "fixed_order": Rule(_any, "true or false"),
-            "share_policy": Rule(_any, "true or false"),
-            "layer_norm": Rule(_any, "true or false"),
+            "use_value_norm": Rule(any_value, "true or false"),
+            "fixed_order": Rule(any_value, "true or false"),
+            "share_policy": Rule(any_value, "true or false"),
+            "layer_norm": Rule(any_value, "true or false"),
             "hidden_sizes": Rule(
                 lambda v: len(v) >= 1 and all(h >= 1 for h in v),
                 "a non-empty list of positive integers, e.g. [128, 128, 128]",
@@ -285,8 +280,8 @@ class HAConfig(AlgorithmConfig):
             ),
             "evaluation_num_env_runners": Rule(lambda v: v >= 0, "an integer >= 0", int),
             "num_learners": Rule(
-                lambda v: 0 <= v <= max(1, env_copies),
-                f"an integer in [0, {max(1, env_copies)}], at most the number of env copies "
+                lambda v: 0 <= v <= env_copies,
+                f"an integer in [0, {env_copies}], at most the number of env copies "
                 "sampling (num_envs_per_env_runner × num_env_runners): each learner takes "
                 "whole episode fragments",
                 int,
@@ -385,111 +380,4 @@ def _policy_spec(spaces: TeamSpaces, agent: str) -> PolicySpec:
     """The agent's spaces, so module specs never depend on an EnvRunner reporting them."""
     return PolicySpec(
         observation_space=spaces.observation_spaces[agent], action_space=spaces.action_spaces[agent]
-    )
-
-
-class ConfigError(ValueError):
-    """Every invalid setting of a config, one message per line (`problems`)."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What one setting must be: `check` on a value of type `hint` (default: the hint of our
-    builder keyword), described as `allowed`."""
-
-    check: Callable[[Any], bool]
-    allowed: str
-    hint: Any = None
-
-
-def minibatch_rule(rows: Any) -> Rule:
-    """Minibatches per epoch: at least 1, at most the rows of one train batch."""
-    rows = _number(rows)
-    return Rule(lambda v: 1 <= v <= rows, f"an integer in [1, {rows}] (the batch size)")
-
-
-def invalid(field: str, value: Any, allowed: str) -> str:
-    """The message for an invalid setting: its name, value (and type) and what is allowed."""
-    return f"{field}={value!r} ({type(value).__name__}) is invalid: must be {allowed}."
-
-
-def check_field(ok: bool, field: str, value: Any, allowed: str) -> None:
-    """Raises a ConfigError naming the field, its value and what is allowed."""
-    if not ok:
-        raise ConfigError([invalid(field, value, allowed)])
-
-
-def _any(value: Any) -> bool:
-    return True
-
-
-def _number(value: Any) -> int:
-    """A count used to describe another setting's bounds; 1 when it is itself invalid."""
-    return value if conforms(value, int) and value >= 1 else 1
-
-
-class FirstOrderConfig(HAConfig):
-    """Settings of the methods whose agent step is Adam on a policy loss (HAPPO, HAA2C)."""
-
-    def __init__(self, algo_class: type | None = None):
-        super().__init__(algo_class=algo_class)
-        self.lr = 5e-4
-        self.actor_minibatches = 1
-        self.entropy_coeff = 0.01
-
-    @override(HAConfig)
-    def training(
-        self,
-        *,
-        actor_minibatches: int = NotProvided,
-        entropy_coeff: float = NotProvided,
-        **kwargs,
-    ) -> Self:
-        """Actor optimisation settings; other kwargs go to `HAConfig.training`.
-
-        Args:
-            actor_minibatches: Minibatches per actor epoch; each takes the same rows of the
-                agent's batch and of M.
-            entropy_coeff: Weight of the entropy bonus.
-
-        The actors' Adam learning rate is RLlib's `lr`: a number, or a schedule such as
-        `[[0, 5e-4], [10_000_000, 0.0]]` for HARL's linear decay.
-        """
-        super().training(**kwargs)
-        return self.set_provided(actor_minibatches=actor_minibatches, entropy_coeff=entropy_coeff)
-
-    @property
-    def actor_epochs(self) -> int:
-        """Passes over the agent's batch in its step (each method names its own field)."""
-        raise NotImplementedError
-
-    @override(HAConfig)
-    def setting_rules(self) -> dict[str, Rule]:
-        return {
-            **super().setting_rules(),
-            "actor_minibatches": minibatch_rule(self.train_batch_size_per_learner),
-            "entropy_coeff": Rule(lambda v: v >= 0, "a number >= 0"),
-            "lr": Rule(
-                _positive_rate_or_schedule,
-                "a number > 0, or a schedule [[timestep, rate], ...] with rising timesteps "
-                "starting at 0 and rates >= 0",
-                float | list[list[float]],
-            ),
-        }
-
-
-def _positive_rate_or_schedule(value: Any) -> bool:
-    """A learning rate > 0, or RLlib's piecewise-linear schedule [[0, lr0], [t1, lr1], ...]."""
-    if not isinstance(value, list | tuple):
-        return value > 0
-    steps = [point[0] for point in value]
-    return (
-        len(value) >= 1
-        and all(len(point) == 2 and point[1] >= 0 for point in value)
-        and steps[0] == 0
-        and all(a < b for a, b in zip(steps, steps[1:], strict=False))
     )

@@ -8,7 +8,58 @@ from ray.rllib.utils.annotations import override
 from typing_extensions import Self
 
 from rllib_hatrpo.algorithms.algorithm import HAAlgorithm
-from rllib_hatrpo.algorithms.config import FirstOrderConfig, Rule
+from rllib_hatrpo.algorithms.config import HAConfig
+from rllib_hatrpo.algorithms.settings import Rule, minibatch_rule, positive_rate_or_schedule
+
+
+class FirstOrderConfig(HAConfig):
+    """Settings of the methods whose agent step is Adam on a policy loss (HAPPO, HAA2C)."""
+
+    def __init__(self, algo_class: type | None = None):
+        super().__init__(algo_class=algo_class)
+        self.lr = 5e-4
+        self.actor_minibatches = 1
+        self.entropy_coeff = 0.01
+
+    @override(HAConfig)
+    def training(
+        self,
+        *,
+        actor_minibatches: int = NotProvided,
+        entropy_coeff: float = NotProvided,
+        **kwargs,
+    ) -> Self:
+        """Actor optimisation settings; other kwargs go to `HAConfig.training`.
+
+        Args:
+            actor_minibatches: Minibatches per actor epoch; each takes the same rows of the
+                agent's batch and of M.
+            entropy_coeff: Weight of the entropy bonus.
+
+        The actors' Adam learning rate is RLlib's `lr`: a number, or a schedule such as
+        `[[0, 5e-4], [10_000_000, 0.0]]` for HARL's linear decay.
+        """
+        super().training(**kwargs)
+        return self.set_provided(actor_minibatches=actor_minibatches, entropy_coeff=entropy_coeff)
+
+    @property
+    def actor_epochs(self) -> int:
+        """Passes over the agent's batch in its step (each method names its own field)."""
+        raise NotImplementedError
+
+    @override(HAConfig)
+    def setting_rules(self) -> dict[str, Rule]:
+        return {
+            **super().setting_rules(),
+            "actor_minibatches": minibatch_rule(self.train_batch_size_per_learner),
+            "entropy_coeff": Rule(lambda v: v >= 0, "a number >= 0"),
+            "lr": Rule(
+                positive_rate_or_schedule,
+                "a number > 0, or a schedule [[timestep, rate], ...] with rising timesteps "
+                "starting at 0 and rates >= 0",
+                float | list[list[float]],
+            ),
+        }
 
 
 class HAPPOConfig(FirstOrderConfig):

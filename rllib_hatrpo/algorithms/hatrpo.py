@@ -8,7 +8,8 @@ from ray.rllib.utils.annotations import override
 from typing_extensions import Self
 
 from rllib_hatrpo.algorithms.algorithm import HAAlgorithm
-from rllib_hatrpo.algorithms.config import HAConfig, Rule
+from rllib_hatrpo.algorithms.config import HAConfig
+from rllib_hatrpo.algorithms.settings import Rule
 
 
 class HATRPOConfig(HAConfig):

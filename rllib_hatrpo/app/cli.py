@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from rllib_hatrpo.algorithms.config import ConfigError
+from rllib_hatrpo.algorithms.settings import ConfigError
 from rllib_hatrpo.app.experiment import (
     Experiment,
     ExperimentError,
