@@ -38,7 +38,8 @@ from local_cluster import (
     submit,
 )
 
-from rllib_hatrpo import HATRPOConfig, cli
+from rllib_hatrpo import HATRPOConfig
+from rllib_hatrpo.app import cli
 from rllib_hatrpo.operations.cluster_check import (
     _launcher_capacity,
     actor_demands,
