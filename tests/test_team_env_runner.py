@@ -17,8 +17,8 @@ from ray.tune.registry import register_env
 from toy_envs import make_episode_ends, make_masked_choice
 
 from rllib_hatrpo import HATRPOConfig
-from rllib_hatrpo.app.evaluation import make_env
 from rllib_hatrpo.envs import GLOBAL_STATE_KEY
+from rllib_hatrpo.sampling.env_probe import build_env
 from rllib_hatrpo.sampling.team_batch import TEAM_BATCH, TeamBatchBuilder
 from rllib_hatrpo.sampling.team_env_runner import TeamEnvRunner, env_action
 from rllib_hatrpo.sampling.team_fragment import TeamFragment
@@ -53,7 +53,7 @@ def replay(runner: TeamEnvRunner, fragments: list[TeamFragment]) -> None:
     """
     config, pool = runner.config, list(fragments)
     for i in range(runner.num_envs):
-        env = make_env(config, config.env_config)
+        env = build_env(config.env, config.env_config)
         obs, infos = env.reset(seed=runner._seed + i)
         agents = list(env.possible_agents)
         while True:

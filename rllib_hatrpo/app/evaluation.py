@@ -21,11 +21,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.rl_module import RLModule
-from ray.rllib.env.env_context import EnvContext
 
 from rllib_hatrpo.operations.checkpointing import (
     find_checkpoint,
@@ -33,6 +31,7 @@ from rllib_hatrpo.operations.checkpointing import (
     load_modules,
     written_by,
 )
+from rllib_hatrpo.sampling.env_probe import build_env
 from rllib_hatrpo.sampling.team_env_runner import env_action
 
 GL_BACKENDS: tuple[str, ...] = ("egl", "osmesa")
@@ -82,7 +81,7 @@ def evaluate_checkpoint(
         select_mujoco_gl()
         env_config["render_mode"] = "rgb_array"
     with contextlib.ExitStack() as cleanup:
-        env = make_env(config, env_config)
+        env = build_env(config.env, env_config)
         cleanup.callback(env.close)
         on_frame = None
         if video_path is not None:
@@ -120,12 +119,6 @@ class MeanActionPolicy:
         inputs = module.forward_inference(batch)[Columns.ACTION_DIST_INPUTS]
         dist = module.get_inference_action_dist_cls().from_logits(inputs).to_deterministic()
         return env_action(self.config, dist.sample()[0].numpy(), module.action_space)
-
-
-def make_env(config: AlgorithmConfig, env_config: dict[str, Any]) -> Any:
-    """The config's env, built by the creator RLlib's EnvRunners use."""
-    _, creator = Algorithm._get_env_id_and_creator(config.env, config)
-    return creator(EnvContext(env_config, worker_index=0))
 
 
 def run_episode(

@@ -1,8 +1,10 @@
-"""Reads a team env's agents, spaces and global-state space on the driver, before any actor."""
+"""Building a config's env as RLlib's EnvRunners do, and reading a team env's agents, spaces and
+global-state space on the driver, before any actor."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 from ray.rllib.env.env_context import EnvContext
@@ -18,18 +20,23 @@ class TeamSpaces:
     state_space: gym.Space
 
 
-def probe_env(env_specifier: object, env_config: dict) -> TeamSpaces:
-    """Builds one env exactly as RLlib's EnvRunners would, reads its spaces, and closes it.
+def build_env(
+    env_specifier: Any, env_config: dict | None, *, worker_index: int = 0, num_workers: int = 0
+) -> Any:
+    """One env built exactly as RLlib's EnvRunners build it: the creator RLlib resolves for
+    `env_specifier` (a Tune-registered name, a Gymnasium id, an env class or its path),
+    called with an `EnvContext` of `env_config`.
 
-    Raises ValueError when the env name is unknown or the env exposes no global state
-    (`state_space`).
+    Raises:
+        ValueError: If `env_specifier` names no env, listing the names we register.
     """
     from ray.rllib.algorithms.algorithm import Algorithm
     from ray.rllib.utils.error import EnvError
 
+    context = EnvContext(env_config or {}, worker_index=worker_index, num_workers=num_workers)
     try:
         _, creator = Algorithm._get_env_id_and_creator(env_specifier, _NoRemoteEnvs())
-        env = creator(EnvContext(env_config or {}, worker_index=0))
+        return creator(context)
     except EnvError:
         from rllib_hatrpo.envs import registered_env_names
 
@@ -39,6 +46,15 @@ def probe_env(env_specifier: object, env_config: dict) -> TeamSpaces:
             "ray.tune.register_env) nor an env class path. A single-agent Gymnasium id takes "
             "TRPO."
         ) from None
+
+
+def probe_env(env_specifier: Any, env_config: dict | None) -> TeamSpaces:
+    """Builds one env as RLlib's EnvRunners would (`build_env`), reads its spaces, and closes it.
+
+    Raises ValueError when the env name is unknown or the env exposes no global state
+    (`state_space`).
+    """
+    env = build_env(env_specifier, env_config)
     try:
         env = getattr(env, "unwrapped", env)
         state_space = getattr(env, "state_space", None)
@@ -61,7 +77,8 @@ def probe_env(env_specifier: object, env_config: dict) -> TeamSpaces:
 
 
 class _NoRemoteEnvs(dict):
-    """The one config key `_get_env_id_and_creator` reads."""
+    """The one config key `_get_env_id_and_creator` reads: sub-environments are never Ray
+    actors (`TeamEnvRunner` steps its copies in its own process)."""
 
     def __init__(self):
         super().__init__(remote_worker_envs=False)

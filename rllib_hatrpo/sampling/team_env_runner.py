@@ -40,36 +40,17 @@ import numpy as np
 import ray
 import torch
 import tree
-from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ray.rllib.core import COMPONENT_RL_MODULE
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModule
 from ray.rllib.env import INPUT_ENV_SINGLE_SPACES, INPUT_ENV_SPACES
-from ray.rllib.env.env_context import EnvContext
 from ray.rllib.env.env_runner import ENV_STEP_FAILURE, EnvRunner
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.framework import get_device
 from ray.rllib.utils.metrics import (
-    EPISODE_AGENT_RETURN_MEAN,
-    EPISODE_AGENT_STEPS,
-    EPISODE_DURATION_SEC_MEAN,
-    EPISODE_LEN_MAX,
-    EPISODE_LEN_MEAN,
-    EPISODE_LEN_MIN,
-    EPISODE_MODULE_RETURN_MEAN,
-    EPISODE_RETURN_MAX,
-    EPISODE_RETURN_MEAN,
-    EPISODE_RETURN_MIN,
-    NUM_AGENT_STEPS_SAMPLED,
-    NUM_AGENT_STEPS_SAMPLED_LIFETIME,
-    NUM_ENV_STEPS_SAMPLED,
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
-    NUM_EPISODES,
-    NUM_EPISODES_LIFETIME,
-    NUM_MODULE_STEPS_SAMPLED,
-    NUM_MODULE_STEPS_SAMPLED_LIFETIME,
     RLMODULE_INFERENCE_TIMER,
     SAMPLE_TIMER,
     TIME_BETWEEN_SAMPLING,
@@ -78,7 +59,9 @@ from ray.rllib.utils.metrics import (
 from ray.rllib.utils.spaces.space_utils import clip_action, unsquash_action
 from ray.rllib.utils.typing import ResultDict, StateDict
 
+from rllib_hatrpo.sampling.env_probe import build_env
 from rllib_hatrpo.sampling.rollout import Rollout
+from rllib_hatrpo.sampling.runner_metrics import EpisodeTracker, log_sampled_steps
 from rllib_hatrpo.sampling.team_fragment import Obs, TeamFragment, concat_rows
 from rllib_hatrpo.sampling.vector_env import TeamVectorEnv
 
@@ -242,13 +225,12 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
                 ended, t = [], 0
                 continue
             rollout.write(t, actions, step)
-            self._episode_returns += step.rewards
-            self._episode_lengths += 1
+            self._episodes.add(step.rewards)
             for i in np.flatnonzero(step.terminated | step.truncated).tolist():
                 if num_episodes is not None and len(ended) == num_episodes:
                     break  # enough episodes: later ones this step are dropped, as RLlib does
                 ended.append(rollout.end_episode(t, i, step))
-                self._log_episode(i)
+                self._episodes.log_end(i, self.metrics)
             t += 1
         self._log_sampled(t)
         if num_episodes is not None:
@@ -290,79 +272,14 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
             seed=self._seed if self._needs_initial_reset else None
         )
         self._needs_initial_reset = False
-        self._episode_returns = np.zeros((self.num_envs, len(self.env.agents)))
-        self._episode_lengths = np.zeros(self.num_envs, dtype=np.int64)
-        self._episode_starts = np.full(self.num_envs, time.perf_counter())
-
-    # --- metrics: MultiAgentEnvRunner's keys and reductions ------------------------------
+        self._episodes.restart(self.num_envs)
 
     def _log_sampled(self, num_steps: int) -> None:
         """Counts `num_steps` steps of every copy (every agent acting at each)."""
         env_steps = num_steps * self.num_envs
-        if env_steps == 0:
-            return
-        self.metrics.log_value(NUM_ENV_STEPS_SAMPLED, env_steps, reduce="sum")
-        self.metrics.log_value(
-            NUM_ENV_STEPS_SAMPLED_LIFETIME, env_steps, reduce="lifetime_sum", with_throughput=True
-        )
-        for module_id, agents in self._agents_of_module.items():
-            for agent in agents:
-                self.metrics.log_value((NUM_AGENT_STEPS_SAMPLED, agent), env_steps, reduce="sum")
-                self.metrics.log_value(
-                    (NUM_AGENT_STEPS_SAMPLED_LIFETIME, agent), env_steps, reduce="lifetime_sum"
-                )
-            module_steps = env_steps * len(agents)
-            self.metrics.log_value(
-                (NUM_MODULE_STEPS_SAMPLED, module_id), module_steps, reduce="sum"
-            )
-            self.metrics.log_value(
-                (NUM_MODULE_STEPS_SAMPLED_LIFETIME, module_id), module_steps, reduce="lifetime_sum"
-            )
-        self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=env_steps)
-
-    def _log_episode(self, i: int) -> None:
-        """Logs copy i's finished episode and starts the next one's bookkeeping."""
-        agent_returns = dict(zip(self.env.agents, self._episode_returns[i].tolist(), strict=True))
-        length = int(self._episode_lengths[i])
-        module_returns = {
-            module_id: sum(agent_returns[a] for a in agents)
-            for module_id, agents in self._agents_of_module.items()
-        }
-        episode_return = sum(agent_returns.values())
-        now = time.perf_counter()
-        # RLlib's window: the smoothing episodes, shared among the EnvRunners.
-        window = max(
-            1,
-            math.ceil(
-                self.config.metrics_num_episodes_for_smoothing / (self.config.num_env_runners or 1)
-            ),
-        )
-        self.metrics.log_dict(
-            {
-                EPISODE_LEN_MEAN: length,
-                EPISODE_RETURN_MEAN: episode_return,
-                EPISODE_DURATION_SEC_MEAN: now - self._episode_starts[i],
-                EPISODE_AGENT_RETURN_MEAN: agent_returns,
-                EPISODE_AGENT_STEPS: dict.fromkeys(self.env.agents, length),
-                EPISODE_MODULE_RETURN_MEAN: module_returns,
-            },
-            window=window,
-        )
-        self.metrics.log_dict(
-            {EPISODE_LEN_MIN: length, EPISODE_RETURN_MIN: episode_return},
-            reduce="min",
-            window=window,
-        )
-        self.metrics.log_dict(
-            {EPISODE_LEN_MAX: length, EPISODE_RETURN_MAX: episode_return},
-            reduce="max",
-            window=window,
-        )
-        self.metrics.log_value(NUM_EPISODES, 1, reduce="sum")
-        self.metrics.log_value(NUM_EPISODES_LIFETIME, 1, reduce="lifetime_sum")
-        self._episode_returns[i] = 0.0
-        self._episode_lengths[i] = 0
-        self._episode_starts[i] = now
+        if env_steps:
+            log_sampled_steps(self.metrics, env_steps, self._agents_of_module)
+            self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=env_steps)
 
     @override(EnvRunner)
     def get_metrics(self) -> ResultDict:
@@ -376,19 +293,25 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         with seeds."""
         if self.env is not None:
             self.env.close()
-        _, creator = Algorithm._get_env_id_and_creator(self.config.env, self.config)
-        context = EnvContext(
-            self.config.env_config,
-            worker_index=self.worker_index or 0,
-            num_workers=self.config.num_env_runners,
-            remote=self.config.remote_worker_envs,
+        self.env = TeamVectorEnv(
+            lambda: build_env(
+                self.config.env,
+                self.config.env_config,
+                worker_index=self.worker_index or 0,
+                num_workers=self.config.num_env_runners,
+            ),
+            self.config.num_envs_per_env_runner,
         )
-        self.env = TeamVectorEnv(lambda: creator(context), self.config.num_envs_per_env_runner)
         self.num_envs = self.env.num_envs
         modules: dict[str, list[str]] = defaultdict(list)
         for agent in self.env.agents:
             modules[self.config.policy_mapping_fn(agent, None)].append(agent)
         self._agents_of_module = dict(modules)
+        # RLlib's smoothing window: the smoothing episodes, shared among the EnvRunners
+        window = math.ceil(
+            self.config.metrics_num_episodes_for_smoothing / (self.config.num_env_runners or 1)
+        )
+        self._episodes = EpisodeTracker(self.env.agents, self._agents_of_module, max(1, window))
         self._needs_initial_reset = True
 
     @override(EnvRunner)
