@@ -96,36 +96,25 @@ class Capacity:
 
 
 def actor_demands(config: Any, *, include_main_process: bool = False) -> list[Demand]:
-    """The Ray actors the config's algorithm creates, as RLlib reserves them.
+    """The Ray actors the config's algorithm creates, as RLlib reserves them: the bundles of
+    `Algorithm.default_resource_request(config)` (what Ray Tune reserves for a trial).
 
-    Training EnvRunners (`num_env_runners` x `num_cpus/gpus_per_env_runner` and
-    `custom_resources_per_env_runner`), evaluation EnvRunners (the evaluation config's), and
-    remote Learners (`num_learners` x `num_cpus/gpus_per_learner`,
-    `custom_resources_per_learner`). With `include_main_process` also the algorithm's own
-    process, which only Ray Tune reserves (a trial's first bundle; `build_algo()` in a driver
-    reserves nothing for itself). Mirrors `Algorithm.default_resource_request`.
+    Its bundles are, in order, the algorithm's own process, the training EnvRunners, the
+    evaluation EnvRunners and the remote Learners. The first is reserved only by Ray Tune
+    (`build_algo()` in a driver reserves nothing for itself), so it counts only with
+    `include_main_process`.
     """
-    demands: list[Demand] = []
-    if include_main_process:
-        demands.append(Demand("the algorithm's main process", _main_process_bundle(config)))
-    demands += [Demand("EnvRunner", _env_runner_bundle(config))] * config.num_env_runners
-    if config.evaluation_interval or config.evaluation_num_env_runners > 0:
-        eval_config = config.get_evaluation_config_object()
-        demands += [
-            Demand("evaluation EnvRunner", _env_runner_bundle(eval_config))
-        ] * eval_config.num_env_runners
-    if config.num_learners > 0:
-        learner = {
-            "CPU": _cpus_per_learner(config) + config.num_aggregator_actors_per_learner,
-            "GPU": config.num_gpus_per_learner,
-            **(config.custom_resources_per_learner or {}),
-        }
-        demands += [Demand("Learner", learner)] * config.num_learners
-    elif config.num_aggregator_actors_per_learner > 0:
-        demands += [Demand("aggregator actor", {"CPU": 1})] * (
-            config.num_aggregator_actors_per_learner
-        )
-    return [Demand(d.what, _nonzero(d.resources)) for d in demands if _nonzero(d.resources)]
+    bundles = config.algo_class.default_resource_request(config.to_dict()).bundles
+    eval_config = config.get_evaluation_config_object()
+    evaluating = config.evaluation_interval or config.evaluation_num_env_runners > 0
+    whats = (
+        ["the algorithm's main process"]
+        + ["EnvRunner"] * config.num_env_runners
+        + ["evaluation EnvRunner"] * (eval_config.num_env_runners if evaluating else 0)
+    )
+    whats += ["Learner"] * (len(bundles) - len(whats))
+    demands = [Demand(what, _nonzero(bundle)) for what, bundle in zip(whats, bundles, strict=True)]
+    return [d for d in demands[0 if include_main_process else 1 :] if d.resources]
 
 
 def check_cluster_resources(
@@ -181,12 +170,12 @@ def check_before_actors(config: Any) -> None:
     honours `RAY_ADDRESS`; nothing if `RAY_ENABLE_AUTO_CONNECT=0`). A config without actors
     is left alone: it never waits for a node.
     """
-    if not actor_demands(config) or _skipped():
+    if _skipped() or not actor_demands(config):
         return
     import ray
-    from ray._private.auto_init_hook import auto_init_ray
 
-    auto_init_ray()
+    if not ray.is_initialized() and os.environ.get("RAY_ENABLE_AUTO_CONNECT", "1") != "0":
+        ray.init()  # as RLlib's first Ray call would: honours RAY_ADDRESS
     if ray.is_initialized():
         check_cluster_resources(config)
 
@@ -198,8 +187,8 @@ def check_one_env_runner_fits(config: Any) -> None:
     left has what an EnvRunner asks for, e.g. the only `sampler` node is gone" (Ray would keep
     the restarted actors pending forever). Autoscaling clusters count at their maximum size.
     """
-    demand = Demand("EnvRunner", _nonzero(_env_runner_bundle(config)))
-    capacity = _capacity(None) if demand.resources else None
+    demand = next((d for d in actor_demands(config) if d.what == "EnvRunner"), None)
+    capacity = _capacity(None) if demand is not None else None
     if capacity is None:
         return
     problems = [p for p in _problems([demand], capacity) if "each EnvRunner" in p]
@@ -327,7 +316,11 @@ def _launcher_capacity(path: Path) -> Capacity:
 
 
 def _reported_capacity() -> Capacity | None:
-    """Node groups with their max counts, as an autoscaler (v2) reports them to the GCS."""
+    """Node groups with their max counts, as an autoscaler (v2) reports them to the GCS.
+
+    Private Ray module: no public API of Ray 2.60 reads the autoscaler's node-group limits;
+    any failure counts as "not reported".
+    """
     try:
         import ray._private.state as state
 
@@ -352,7 +345,8 @@ def _other_autoscaler() -> bool:
 
     Ray's monitor publishes its status in the GCS; with no autoscaling config (nodes started by
     hand) it names each node type after a node id ("node_<hex>"), a real autoscaler after its
-    configured node types. Autoscaler v2 is always taken to scale.
+    configured node types. Autoscaler v2 is always taken to scale. Private Ray modules: no
+    public API of Ray 2.60 tells whether an autoscaler runs; any failure counts as "none".
     """
     try:
         from ray._private import ray_constants
@@ -374,27 +368,6 @@ def _other_autoscaler() -> bool:
         report.get("active_nodes") or {}
     )
     return any(not _READONLY_NODE_TYPE.match(str(name)) for name in names)
-
-
-def _env_runner_bundle(config: Any) -> dict[str, float]:
-    return {
-        "CPU": config.num_cpus_per_env_runner,
-        "GPU": config.num_gpus_per_env_runner,
-        **(config.custom_resources_per_env_runner or {}),
-    }
-
-
-def _cpus_per_learner(config: Any) -> float:
-    if config.num_cpus_per_learner != "auto":
-        return config.num_cpus_per_learner
-    return 1 if config.num_gpus_per_learner == 0 else 0
-
-
-def _main_process_bundle(config: Any) -> dict[str, float]:
-    cpus, gpus = config.num_cpus_for_main_process, 0
-    if config.num_learners == 0:  # the learner runs in the main process
-        cpus, gpus = max(_cpus_per_learner(config), cpus), config.num_gpus_per_learner
-    return {"CPU": cpus, "GPU": gpus, **(config.custom_resources_for_main_process or {})}
 
 
 def _nonzero(resources: Mapping[str, float]) -> dict[str, float]:
