@@ -19,11 +19,11 @@ train: $(STAMP)
 	$(VENV)/bin/rllib-hatrpo train $(CONFIG) $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m ruff check rllib_hatrpo tests
+	$(PY) -m ruff check rllib_hatrpo tests benchmarks
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(PY) -m ruff check rllib_hatrpo tests
+	$(PY) -m ruff check rllib_hatrpo tests benchmarks
 
 clean:
 	rm -rf $(VENV)

@@ -9,12 +9,12 @@ returns; every agent receives the team reward) averaged over exactly that evalua
 episodes.
 
 Usage:
-    python benchmarks/learning.py --algos PPO --env-steps 1000000 --seeds 0
-    python benchmarks/learning.py --algos HATRPO HAPPO PPO --env-steps 10000000 \\
+    python -m benchmarks.learning --algos PPO --env-steps 1000000 --seeds 0
+    python -m benchmarks.learning --algos HATRPO HAPPO PPO --env-steps 10000000 \\
         --seeds 0 1 2 3 4 --set env_runners.num_env_runners=4 \\
         --set env_runners.num_envs_per_env_runner=5     # 16+ cores: the full reproduction
-    python benchmarks/learning.py --report-only        # re-draw the table and plot
-    python benchmarks/learning.py --smoke --out-dir /tmp/x   # seconds: exercises the code
+    python -m benchmarks.learning --report-only        # re-draw the table and plot
+    python -m benchmarks.learning --smoke --out-dir /tmp/x   # seconds: exercises the code
 
 Outputs in `--out-dir` (default `benchmarks/results/`):
     learning/<algo>_seed<seed>.csv  one row per evaluation, written as it happens (columns
@@ -43,7 +43,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from baselines import ALGORITHMS, PPO_BASELINE, RESULTS_DIR, Overrides, algorithm_config
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.utils.metrics import (
     ENV_RUNNER_RESULTS,
@@ -51,6 +50,7 @@ from ray.rllib.utils.metrics import (
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
 )
 
+from benchmarks.baselines import ALGORITHMS, PPO_BASELINE, RESULTS_DIR, Overrides, algorithm_config
 from rllib_hatrpo.app.experiment import parse_override
 from rllib_hatrpo.metrics import team_return
 from rllib_hatrpo.operations.checkpointing import restore_path, save_checkpoint

@@ -1,6 +1,6 @@
 """HATRPO vs HAPPO vs HAA2C on MPE simple_spread at the same env steps.
 
-Usage: python benchmarks/mpe_family.py [--env-steps 100000] [--seed 0] [--n-agents 3]
+Usage: python -m benchmarks.mpe_family [--env-steps 100000] [--seed 0] [--n-agents 3]
 Writes benchmarks/results/mpe_family.csv (one row per algorithm and iteration) and prints a
 table of the mean team return over the first and the last 5 iterations.
 """

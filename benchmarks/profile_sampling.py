@@ -13,8 +13,8 @@ of samples by where the leaf frame lives (simulator, torch, RLlib connectors, ..
 functions with the most self time and those with the most inclusive time.
 
 Usage:
-    nice -n 10 python benchmarks/profile_sampling.py --seconds 30
-    python benchmarks/profile_sampling.py --summarize RAW.txt   # summary of a recorded profile
+    nice -n 10 python -m benchmarks.profile_sampling --seconds 30
+    python -m benchmarks.profile_sampling --summarize RAW.txt   # summary of a recorded profile
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from baselines import REFERENCE, RESULTS_DIR, algorithm_config
+from benchmarks.baselines import REFERENCE, RESULTS_DIR, algorithm_config
 
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("MuJoCo and the mamujoco_v1 wrapper", ("gymnasium_robotics/", "/mujoco/", "envs/mujoco/")),

@@ -41,8 +41,8 @@ Targets of the issue, reported here and not asserted: whole-loop HATRPO ≥ 3x P
 ≥ 50% of the raw simulator rate per EnvRunner core; peak memory no higher than PPO's.
 
 Usage:
-    nice -n 10 python benchmarks/throughput.py            # the full run (~10 min on 2 cores)
-    python benchmarks/throughput.py --smoke --out-dir /tmp/x   # seconds: exercises the code
+    nice -n 10 python -m benchmarks.throughput            # the full run (~10 min on 2 cores)
+    python -m benchmarks.throughput --smoke --out-dir /tmp/x   # seconds: exercises the code
 
 Writes `throughput.csv` (one row per measurement, column `section`) and `throughput.md` (the
 tables, the targets, the machine, its load average before and after, versions and commit) to
@@ -68,7 +68,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from baselines import (
+from benchmarks.baselines import (
     ALGORITHMS,
     PPO_BASELINE,
     PPO_DEFAULTS,
@@ -513,7 +513,7 @@ RESULT_PREFIX = "THROUGHPUT_RESULT "
 def run_job_isolated(job: dict[str, Any], log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Runs `run_job(job)` in a fresh Python process (its own Ray, its own memory)."""
     process = subprocess.run(
-        [sys.executable, __file__, "--job", json.dumps(job)],
+        [sys.executable, "-m", "benchmarks.throughput", "--job", json.dumps(job)],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

@@ -12,14 +12,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = REPO / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
+from benchmarks import learning, profile_sampling, throughput
+from benchmarks.baselines import algorithm_config
 
-import learning  # noqa: E402
-import profile_sampling  # noqa: E402
-import throughput  # noqa: E402
-from baselines import algorithm_config  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SMOKE_ALGOS = ("HATRPO", "HAPPO", "PPO")
 FISHER_VARIANT = "HATRPO-fisher0.1"
@@ -27,7 +23,7 @@ FISHER_VARIANT = "HATRPO-fisher0.1"
 
 def run_script(name: str, out_dir: Path) -> str:
     process = subprocess.run(
-        [sys.executable, str(BENCHMARKS / name), "--smoke", "--out-dir", str(out_dir)],
+        [sys.executable, "-m", f"benchmarks.{name}", "--smoke", "--out-dir", str(out_dir)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -44,7 +40,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.mark.slow
 def test_learning_smoke_writes_curves_plot_and_table(tmp_path):
-    stdout = run_script("learning.py", tmp_path)
+    stdout = run_script("learning", tmp_path)
     rows = read_csv(tmp_path / "learning.csv")
     assert set(learning.CSV_FIELDS) <= set(rows[0])
     assert {"algo", "seed", "env_steps", "eval_return"} <= set(rows[0])
@@ -65,7 +61,7 @@ def test_learning_smoke_writes_curves_plot_and_table(tmp_path):
 
 @pytest.mark.slow
 def test_throughput_smoke_writes_tables(tmp_path):
-    stdout = run_script("throughput.py", tmp_path)
+    stdout = run_script("throughput", tmp_path)
     rows = read_csv(tmp_path / "throughput.csv")
     assert list(rows[0]) == throughput.CSV_FIELDS
     simulators = [r for r in rows if r["section"] == "simulator"]
