@@ -116,23 +116,33 @@ def test_halfcheetah_local_mode_and_truncation() -> None:
     env.close()
 
 
-def test_global_obs_mode() -> None:
-    env = make_mamujoco_env({"obs_mode": "global"})
-    assert env.observation_spaces["agent_1"].shape == (17 + 2,)
-    assert env.observation_spaces["agent_1"].dtype == np.float32
+@pytest.mark.parametrize(
+    ("scenario", "agent_conf", "state_dim"), [("HalfCheetah", "2x3", 17), ("Ant", "4x2", 105)]
+)
+def test_global_obs_mode_is_harls_formula_on_real_states(
+    scenario: str, agent_conf: str, state_dim: int
+) -> None:
+    """HARL's MujocoMulti: obs_i = standardize(concat(state, one_hot(i))) and share_obs =
+    standardize(state), standardize(x) = (x − mean(x)) / std(x) over the vector's entries."""
+    env = make_mamujoco_env({"scenario": scenario, "agent_conf": agent_conf, "obs_mode": "global"})
+    n = len(env.possible_agents)
+    assert env.observation_spaces[env.possible_agents[-1]].shape == (state_dim + n,)
     obs, infos = env.reset(seed=3)
-    for _ in range(2):
-        raw = env.par_env.state()
-        expected_state = (raw - raw.mean()) / (raw.std() + 1e-8)
+    for _ in range(5):
+        raw = np.asarray(env.par_env.state(), dtype=np.float64)
+        assert raw.shape == (state_dim,)
+        share_obs = (raw - np.mean(raw)) / np.std(raw)
         for i, aid in enumerate(env.possible_agents):
-            one_hot = np.eye(2)[i]
+            x = np.concatenate([raw, np.eye(n)[i]])
+            expected = (x - np.mean(x)) / np.std(x)
             assert obs[aid].dtype == np.float32
+            np.testing.assert_allclose(obs[aid], expected, rtol=1e-6, atol=1e-6)
             np.testing.assert_allclose(
-                obs[aid], np.concatenate([expected_state, one_hot]), rtol=1e-5, atol=1e-6
+                infos[aid][GLOBAL_STATE_KEY], share_obs, rtol=1e-6, atol=1e-6
             )
-            np.testing.assert_allclose(
-                infos[aid][GLOBAL_STATE_KEY], expected_state, rtol=1e-5, atol=1e-6
-            )
+            # not vacuous: appending the id after standardizing gives another observation
+            appended = np.concatenate([share_obs, np.eye(n)[i]])
+            assert np.abs(obs[aid] - appended).max() > 1e-2
         obs, _, _, _, infos = env.step(_random_actions(env))
     env.close()
 

@@ -159,12 +159,30 @@ def single_joint_factorization(scenario: str) -> dict[str, list[Any]]:
 
 
 def standardize(x: np.ndarray) -> np.ndarray:
-    """HARL's state normalisation: ``(x - mean(x)) / (std(x) + 1e-8)`` within the vector.
+    """HARL's normalisation of a vector: ``(x - mean(x)) / std(x)`` over its own entries
+    (population std, no epsilon, as HARL's ``MujocoMulti``); a constant vector, where HARL
+    would divide by zero, maps to zeros.
 
     Spelled out as numpy's ``mean`` and ``std`` compute them (the same bits, a third of the
     time: this runs at every env step)."""
     centered = x - np.add.reduce(x) / x.size
-    return centered / (np.sqrt(np.add.reduce(centered * centered) / x.size) + 1e-8)
+    std = np.sqrt(np.add.reduce(centered * centered) / x.size)
+    return centered / std if std > 0 else centered
+
+
+def harl_observations(state: np.ndarray, num_agents: int) -> np.ndarray:
+    """HARL's global observations, one row per agent: row i is
+    ``standardize(concat(state, one_hot(i)))``, standardized after the id is appended.
+
+    All rows in one numpy call, each standardized over its own entries as
+    :func:`standardize` does."""
+    rows = np.empty((num_agents, state.size + num_agents))
+    rows[:, : state.size] = state
+    rows[:, state.size :] = np.eye(num_agents)
+    centered = rows - np.add.reduce(rows, axis=1, keepdims=True) / rows.shape[1]
+    # per-row population std: sqrt(mean((x − mean(x))²))
+    std = np.sqrt(np.add.reduce(centered * centered, axis=1, keepdims=True) / rows.shape[1])
+    return centered / np.where(std > 0, std, 1.0)  # a constant row maps to zeros
 
 
 def index_action_mapping(env: Any) -> Callable[[Mapping[str, np.ndarray]], np.ndarray] | None:
@@ -215,9 +233,10 @@ def make_mamujoco_env(env_config: Mapping[str, Any] | None = None) -> ParallelSt
       regroup the nodes of ``obsk.get_parts_and_edges(scenario, conf)``, see
       :func:`single_joint_factorization`. ``agent_conf`` must then be a string (a label).
     * ``obs_mode`` (``"local"``): ``"local"`` = the library's partial observations, global
-      state = ``state()``; ``"global"`` = HARL's setting: each agent observes
-      ``standardize(state())`` concatenated with its one-hot id, and the global state is
-      ``standardize(state())`` (the library's local observations are not computed).
+      state = ``state()``; ``"global"`` = HARL's setting: agent i observes
+      ``standardize(concat(state(), one_hot(i)))`` (:func:`harl_observations`), and the
+      global state is ``standardize(state())`` (the library's local observations are not
+      computed).
     * ``render_mode`` (``None``): ``None`` or ``"rgb_array"``.
     """
     from gymnasium_robotics import mamujoco_v1
@@ -240,16 +259,20 @@ def make_mamujoco_env(env_config: Mapping[str, Any] | None = None) -> ParallelSt
         return ParallelStateEnv(env)
 
     agents = list(env.possible_agents)
-    eye = np.eye(len(agents), dtype=np.float32)
     obs_dim = int(np.shape(env.state())[0]) + len(agents)
     box = gym.spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float32)
     # Every agent observes the state, so the library's local observations (a walk over the
     # joint graph per agent, about a sixth of a step) are not computed: its step and reset
     # return None for each agent instead, which `global_obs` ignores.
     env._get_obs = functools.partial(dict.fromkeys, agents)
+    # The rows of the latest raw state: ParallelStateEnv passes every agent of a step the same
+    # state array, so the rows are computed once per step (the reference keeps it alive).
+    latest: dict[str, np.ndarray | None] = {"state": None, "rows": None}
 
-    def global_obs(index: int, _aid: str, _local: Any, state: np.ndarray) -> np.ndarray:
-        return np.concatenate([state, eye[index]])
+    def global_obs(index: int, _aid: str, _local: Any, raw_state: np.ndarray) -> np.ndarray:
+        if latest["state"] is not raw_state:
+            latest["state"], latest["rows"] = raw_state, harl_observations(raw_state, len(agents))
+        return latest["rows"][index]
 
     return ParallelStateEnv(
         env,

@@ -28,8 +28,9 @@ StateFn = Callable[[np.ndarray], np.ndarray]
 """Maps the raw ``state()`` vector to the state given to the learner (same shape)."""
 
 ObsFn = Callable[[int, str, np.ndarray, np.ndarray], np.ndarray]
-"""``obs_fn(agent_index, agent_id, local_obs, state) -> obs``; ``state`` is already mapped
-by the state function and ``agent_index`` is the position in ``possible_agents``."""
+"""``obs_fn(agent_index, agent_id, local_obs, raw_state) -> obs``; ``raw_state`` is the float64
+global state before the state function maps it (the same array for every agent of one step),
+and ``agent_index`` is the position in ``possible_agents``."""
 
 MultiAgentDict = dict[str, Any]
 
@@ -281,8 +282,8 @@ class ParallelStateEnv(MultiAgentEnv):
         self.state_space = state_space
         self.render_mode = getattr(env, "render_mode", None)
 
-    def _state(self, flat_env_obs: MultiAgentDict) -> np.ndarray:
-        """The current (mapped) global state as float32."""
+    def _raw_state(self, flat_env_obs: MultiAgentDict) -> np.ndarray:
+        """The current global state as float64, before the state function."""
         if self._global_state == "state":
             state = np.asarray(self.par_env.state(), dtype=np.float64)
         else:
@@ -297,8 +298,11 @@ class ParallelStateEnv(MultiAgentEnv):
                     for aid in self.possible_agents
                 ]
             ).astype(np.float64)
-        if self._state_fn is not None:
-            state = self._state_fn(state)
+        return state
+
+    def _mapped_state(self, raw_state: np.ndarray) -> np.ndarray:
+        """The global state given to the learner: the state function's map, as float32."""
+        state = raw_state if self._state_fn is None else self._state_fn(raw_state)
         return np.asarray(state, dtype=np.float32)
 
     def _obs_and_infos(
@@ -312,12 +316,13 @@ class ParallelStateEnv(MultiAgentEnv):
             if needs_flat
             else {}
         )
-        state = self._state(flat)
+        raw_state = self._raw_state(flat)
+        state = self._mapped_state(raw_state)
         infos = infos or {}
         new_obs, new_infos = {}, {}
         for aid, o in obs.items():
             if self._obs_fn is not None:
-                o = self._obs_fn(self._agent_index[aid], aid, np.asarray(o), state)
+                o = self._obs_fn(self._agent_index[aid], aid, np.asarray(o), raw_state)
                 new_obs[aid] = flat_obs(self._given_obs_spaces[aid], o)
             else:
                 new_obs[aid] = flat[aid]
