@@ -51,6 +51,7 @@ from ray.rllib.utils.metrics import (
 )
 
 from benchmarks.baselines import ALGORITHMS, PPO_BASELINE, RESULTS_DIR, Overrides, algorithm_config
+from benchmarks.provenance import provenance, write_provenance
 from rllib_hatrpo.app.experiment import parse_override
 from rllib_hatrpo.metrics import team_return
 from rllib_hatrpo.operations.checkpointing import restore_path, save_checkpoint
@@ -196,6 +197,8 @@ def train_one(
         else:
             rows = []
         write_rows(csv_path, rows)
+        started = f"resumed at {lifetime_env_steps(algo):,} env steps" if rows else "started"
+        write_provenance(csv_path, provenance(f"{name} {started}"), append=True)
         start = time.time()
 
         def record(evaluation: tuple[float, int], train_ret: float | None) -> None:

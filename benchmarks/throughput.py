@@ -53,16 +53,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import datetime
 import functools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -70,42 +66,24 @@ from typing import Any
 
 from benchmarks.baselines import (
     ALGORITHMS,
-    PPO_BASELINE,
     PPO_DEFAULTS,
     REFERENCE,
     REPO_ROOT,
     RESULTS_DIR,
-    VARIANTS,
     algorithm_config,
 )
+from benchmarks.instruments import (
+    PhaseTimer,
+    TreeMemory,
+    env_runner_raw_rate,
+    lifetime_env_steps,
+    mb,
+    simulator_rates,
+)
+from benchmarks.provenance import provenance
+from benchmarks.throughput_report import add_ratios, write_outputs
 
 SECTIONS = ("simulator", "algorithm", "scaling")
-CSV_FIELDS = [
-    "section",
-    "name",
-    "num_env_runners",
-    "num_envs_per_env_runner",
-    "env_steps",
-    "seconds",
-    "env_steps_per_s",
-    "iteration_s",
-    "sample_env_steps_per_s",
-    "raw_sim_env_steps_per_s",
-    "learn_s_per_iteration",
-    "whole_vs_ppo",
-    "sample_vs_raw_per_runner",
-    "peak_rss_algorithm_mb",
-    "peak_rss_all_mb",
-    "peak_rss_driver_mb",
-    "peak_rss_env_runners_mb",
-    "memory_vs_ppo",
-    "build_s",
-    "timing",
-]
-"""Columns of throughput.csv; a row leaves empty what its section does not measure."""
-
-RAW_SIMULATOR = "mamujoco_v1 HalfCheetah 2x3 (bare parallel env)"
-"""The simulator row the sampling ratios are computed against."""
 
 SMOKE_OVERRIDES: dict[str, Any] = {
     "env_runners.num_env_runners": 0,
@@ -117,221 +95,6 @@ SMOKE_OVERRIDES: dict[str, Any] = {
 
 NO_EVALUATION: dict[str, Any] = {"evaluation": {}}
 """Every measured config trains only (the experiment files evaluate every 25 iterations)."""
-
-
-# --- raw simulator ---------------------------------------------------------------------------
-
-
-def multi_agent_seconds(env: Any, space_of: Callable[[str], Any], steps: int, seed: int) -> float:
-    """Seconds `env` (a parallel env) takes for `steps` steps with uniformly random actions,
-    drawn before timing; resets after an episode end are timed."""
-    import numpy as np
-
-    agents = list(env.possible_agents)
-    spaces = {a: space_of(a) for a in agents}
-    rng = np.random.default_rng(seed)
-    actions = {
-        a: rng.uniform(s.low, s.high, (steps, *s.shape)).astype(s.dtype) for a, s in spaces.items()
-    }
-    env.reset(seed=seed)
-    start = time.perf_counter()
-    for t in range(steps):
-        _, _, terminated, truncated, _ = env.step({a: actions[a][t] for a in agents})
-        if any(terminated.values()) or any(truncated.values()):
-            env.reset()
-    elapsed = time.perf_counter() - start
-    env.close()
-    return elapsed
-
-
-def raw_simulator_rate(steps: int, seed: int = 0) -> float:
-    """Env steps per second of :data:`RAW_SIMULATOR` in this process, now."""
-    from gymnasium_robotics import mamujoco_v1
-
-    bare = mamujoco_v1.parallel_env("HalfCheetah", "2x3")
-    return steps / multi_agent_seconds(bare, bare.action_space, steps, seed)
-
-
-def simulator_rates(steps: int, seed: int = 0) -> list[dict[str, Any]]:
-    """Env steps per second with random actions for the three simulator layers (see the
-    module docstring); each env is reset whenever its episode ends, and resets are timed."""
-    import gymnasium as gym
-    import numpy as np
-
-    from rllib_hatrpo.envs.mamujoco import make_mamujoco_env
-
-    def single_agent() -> float:
-        env = gym.make("HalfCheetah-v5")
-        space = env.action_space
-        rng = np.random.default_rng(seed)
-        actions = rng.uniform(space.low, space.high, (steps, *space.shape)).astype(space.dtype)
-        env.reset(seed=seed)
-        start = time.perf_counter()
-        for action in actions:
-            _, _, terminated, truncated, _ = env.step(action)
-            if terminated or truncated:
-                env.reset()
-        elapsed = time.perf_counter() - start
-        env.close()
-        return elapsed
-
-    ours = make_mamujoco_env({"scenario": "HalfCheetah", "agent_conf": "2x3", "obs_mode": "global"})
-    rates = {
-        "gymnasium HalfCheetah-v5 (single agent)": steps / single_agent(),
-        RAW_SIMULATOR: raw_simulator_rate(steps, seed),
-        "rllib_hatrpo mamujoco env (obs_mode global)": steps
-        / multi_agent_seconds(ours, ours.get_action_space, steps, seed),
-    }
-    return [
-        {
-            "section": "simulator",
-            "name": name,
-            "env_steps": steps,
-            "seconds": round(steps / rate, 3),
-            "env_steps_per_s": round(rate, 1),
-            "timing": "perf_counter around env.step (random actions, one core)",
-        }
-        for name, rate in rates.items()
-    ]
-
-
-def env_runner_raw_rate(algo: Any, steps: int) -> float:
-    """:func:`raw_simulator_rate` measured in every EnvRunner's process at once (in the driver
-    when it samples itself), averaged: the ceiling of each sampling core at this moment."""
-    group = algo.env_runner_group
-    if group.num_remote_env_runners() == 0:
-        return raw_simulator_rate(steps)
-    rates = group.foreach_env_runner(
-        lambda _runner: raw_simulator_rate(steps), local_env_runner=False
-    )
-    return sum(rates) / len(rates)
-
-
-# --- memory of the process tree --------------------------------------------------------------
-
-
-def _role(process: Any, driver_pid: int) -> str:
-    """driver, env_runners, learners, actors (other Ray actors), ray_idle or ray_system."""
-    if process.pid == driver_pid:
-        return "driver"
-    command = " ".join(process.cmdline())
-    if not command.startswith("ray::"):
-        return "ray_system"  # gcs_server, raylet, dashboard and log-monitor processes
-    if "IDLE" in command:
-        return "ray_idle"
-    if "EnvRunner" in command:
-        return "env_runners"
-    if "Learner" in command:
-        return "learners"
-    if "DashboardAgent" in command or "RuntimeEnvAgent" in command:
-        return "ray_system"
-    return "actors"
-
-
-ALGORITHM_ROLES = ("driver", "env_runners", "learners", "actors")
-
-
-class TreeMemory(threading.Thread):
-    """Samples the RSS of this process and all its descendants every `interval` seconds and
-    keeps the peaks: of the whole tree, of the algorithm's processes (`ALGORITHM_ROLES`), and
-    of each role. Uses psutil (Ray vendors it; `import ray` puts it on the path)."""
-
-    def __init__(self, interval: float = 0.25):
-        super().__init__(daemon=True)
-        import psutil
-        import ray  # noqa: F401  (ray/thirdparty_files holds psutil)
-
-        self._psutil = psutil
-        self.interval = interval
-        self.peak_all = 0
-        self.peak_algorithm = 0
-        self.peak_role: dict[str, int] = {}
-        self._stop_event = threading.Event()
-
-    def sample(self) -> None:
-        psutil = self._psutil
-        me = psutil.Process()
-        sums: dict[str, int] = {}
-        for process in [me, *me.children(recursive=True)]:
-            try:
-                role = _role(process, me.pid)
-                rss = process.memory_info().rss
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                continue
-            sums[role] = sums.get(role, 0) + rss
-        self.peak_all = max(self.peak_all, sum(sums.values()))
-        self.peak_algorithm = max(
-            self.peak_algorithm, sum(sums.get(role, 0) for role in ALGORITHM_ROLES)
-        )
-        for role, value in sums.items():
-            self.peak_role[role] = max(self.peak_role.get(role, 0), value)
-
-    def run(self) -> None:
-        while not self._stop_event.wait(self.interval):
-            self.sample()
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
-        self.sample()
-
-
-def _mb(n_bytes: int) -> float:
-    return round(n_bytes / 2**20, 1)
-
-
-# --- phase timers ----------------------------------------------------------------------------
-
-
-class PhaseTimer:
-    """Accumulates the seconds an algorithm spends sampling and learning.
-
-    Wraps `synchronous_parallel_sample` in the module that defines the algorithm's
-    `training_step` (RLlib's PPO and our `HAAlgorithm` both call it once per iteration) and the
-    algorithm's `learner_group.update`. `sample_source` says whether the wrap took ("wrapped")
-    or the algorithm samples some other way ("result timer": the caller falls back on the
-    result's `timers/env_runner_sampling_timer`).
-    """
-
-    def __init__(self, algo: Any):
-        self.sample_s = 0.0
-        self.learn_s = 0.0
-        self._undo: list[Callable[[], None]] = []
-        module = sys.modules[type(algo).training_step.__module__]
-        original_sample = getattr(module, "synchronous_parallel_sample", None)
-        self.sample_source = "wrapped" if original_sample is not None else "result timer"
-        if original_sample is not None:
-            module.synchronous_parallel_sample = self._timed(original_sample, "sample_s")
-            self._undo.append(
-                lambda: setattr(module, "synchronous_parallel_sample", original_sample)
-            )
-        group = algo.learner_group
-        group.update = self._timed(group.update, "learn_s")
-        self._undo.append(lambda: vars(group).pop("update", None))
-
-    def _timed(self, function: Callable[..., Any], field: str) -> Callable[..., Any]:
-        @functools.wraps(function)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                setattr(self, field, getattr(self, field) + time.perf_counter() - start)
-
-        return timed
-
-    def reset(self) -> None:
-        self.sample_s = self.learn_s = 0.0
-
-    def restore(self) -> None:
-        for undo in self._undo:
-            undo()
-
-
-def _lifetime_env_steps(algo: Any) -> int:
-    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME
-
-    return int(algo.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0))
 
 
 # --- one algorithm ---------------------------------------------------------------------------
@@ -362,7 +125,7 @@ def measure_algorithm(
         for _ in range(warmup):
             algo.train()
         timer.reset()
-        steps_before = _lifetime_env_steps(algo)
+        steps_before = lifetime_env_steps(algo)
         iteration_s, result_sample_s, raw_rates = 0.0, 0.0, []
         for _ in range(iterations):
             raw_rates.append(env_runner_raw_rate(algo, raw_steps))
@@ -370,7 +133,7 @@ def measure_algorithm(
             result = algo.train()
             iteration_s += time.perf_counter() - start
             result_sample_s += float(result.get(TIMERS, {}).get(ENV_RUNNER_SAMPLING_TIMER, 0.0))
-        steps = _lifetime_env_steps(algo) - steps_before
+        steps = lifetime_env_steps(algo) - steps_before
         timer.restore()
         memory.stop()
     finally:
@@ -388,10 +151,10 @@ def measure_algorithm(
         "sample_env_steps_per_s": round(steps / sample_s, 1) if sample_s else "",
         "raw_sim_env_steps_per_s": round(statistics.median(raw_rates), 1),
         "learn_s_per_iteration": round(timer.learn_s / iterations, 2),
-        "peak_rss_algorithm_mb": _mb(memory.peak_algorithm),
-        "peak_rss_all_mb": _mb(memory.peak_all),
-        "peak_rss_driver_mb": _mb(memory.peak_role.get("driver", 0)),
-        "peak_rss_env_runners_mb": _mb(memory.peak_role.get("env_runners", 0)),
+        "peak_rss_algorithm_mb": mb(memory.peak_algorithm),
+        "peak_rss_all_mb": mb(memory.peak_all),
+        "peak_rss_driver_mb": mb(memory.peak_role.get("driver", 0)),
+        "peak_rss_env_runners_mb": mb(memory.peak_role.get("env_runners", 0)),
         "build_s": round(build_s, 1),
         "timing": f"{warmup} warm-up + {iterations} timed iterations; sampling: "
         f"{timer.sample_source}; raw simulator: median of {iterations} measurements on the "
@@ -525,151 +288,6 @@ def run_job_isolated(job: dict[str, Any], log: Callable[[str], None]) -> list[di
     return json.loads(lines[-1][len(RESULT_PREFIX) :])
 
 
-# --- report ----------------------------------------------------------------------------------
-
-
-def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Whole-loop throughput and memory relative to PPO; sampling relative to the raw
-    simulator rate times the number of EnvRunners (sampling in the driver counts as one). The
-    raw rate is the row's own, measured on its EnvRunners next to its sampling, where it has
-    one, else the simulator section's."""
-    ceiling = next((r["env_steps_per_s"] for r in rows if r["name"] == RAW_SIMULATOR), None)
-    ppo = next((r for r in rows if r["section"] == "algorithm" and r["name"] == PPO_BASELINE), None)
-    for row in rows:
-        runners = max(int(row.get("num_env_runners") or 0), 1)
-        rate = row.get("sample_env_steps_per_s") or (
-            row["env_steps_per_s"] if row["section"] == "scaling" else None
-        )
-        raw = row.get("raw_sim_env_steps_per_s") or ceiling
-        if raw and rate:
-            row["sample_vs_raw_per_runner"] = round(rate / (raw * runners), 3)
-        if row["section"] == "algorithm" and ppo:
-            row["whole_vs_ppo"] = round(row["env_steps_per_s"] / ppo["env_steps_per_s"], 2)
-            row["memory_vs_ppo"] = round(
-                row["peak_rss_algorithm_mb"] / ppo["peak_rss_algorithm_mb"], 2
-            )
-
-
-def _fmt(value: Any, spec: str = ",.0f") -> str:
-    return "–" if value in ("", None) else format(value, spec)
-
-
-def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
-    """The tables, the targets and the measuring conditions as markdown."""
-    out = [
-        f"Measured {meta['date']} on {meta['machine']}; commit {meta['commit']}; "
-        f"{meta['versions']}.",
-        f"Load average (1 min) before / after: {meta['load_before']} / {meta['load_after']} "
-        f"({meta['note']}).",
-        "",
-        "| simulator, random actions, one core | env steps/s |",
-        "|---|---:|",
-    ]
-    out += [
-        f"| {r['name']} | {_fmt(r['env_steps_per_s'])} |"
-        for r in rows
-        if r["section"] == "simulator"
-    ]
-    out += [
-        "",
-        "| algorithm | runners × envs | whole loop env steps/s | × PPO | sampling env steps/s "
-        "| raw sim on the runners' cores | sampling / raw sim per runner | learning s/iter "
-        "| iteration s | peak RSS algorithm MB | peak RSS all MB | memory × PPO |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        if r["section"] != "algorithm":
-            continue
-        out.append(
-            f"| {r['name']} | {r['num_env_runners']} × {r['num_envs_per_env_runner']} "
-            f"| {_fmt(r['env_steps_per_s'])} | {_fmt(r.get('whole_vs_ppo'), '.2f')} "
-            f"| {_fmt(r.get('sample_env_steps_per_s'))} "
-            f"| {_fmt(r.get('raw_sim_env_steps_per_s'))} "
-            f"| {_fmt(r.get('sample_vs_raw_per_runner'), '.0%')} "
-            f"| {_fmt(r['learn_s_per_iteration'], '.2f')} | {_fmt(r['iteration_s'], '.2f')} "
-            f"| {_fmt(r['peak_rss_algorithm_mb'])} | {_fmt(r['peak_rss_all_mb'])} "
-            f"| {_fmt(r.get('memory_vs_ppo'), '.2f')} |"
-        )
-    scaling = [r for r in rows if r["section"] == "scaling"]
-    if scaling:
-        out += [
-            "",
-            "| HATRPO sampling: EnvRunners × envs each | env steps/s | per EnvRunner "
-            "| raw sim per EnvRunner core | / raw sim per EnvRunner |",
-            "|---|---:|---:|---:|---:|",
-        ]
-    for r in scaling:
-        runners = max(int(r["num_env_runners"]), 1)
-        out.append(
-            f"| {r['num_env_runners']} × {r['num_envs_per_env_runner']} "
-            f"| {_fmt(r['env_steps_per_s'])} | {_fmt(r['env_steps_per_s'] / runners)} "
-            f"| {_fmt(r.get('raw_sim_env_steps_per_s'))} "
-            f"| {_fmt(r.get('sample_vs_raw_per_runner'), '.0%')} |"
-        )
-    out += ["", *targets(rows)]
-    return "\n".join(out)
-
-
-def targets(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The issue's speed targets, each with its measured value and met / not met."""
-    algos = {r["name"]: r for r in rows if r["section"] == "algorithm"}
-    hatrpo, ppo = algos.get(REFERENCE), algos.get(PPO_BASELINE)
-    if not (hatrpo and ppo):
-        return ["Targets: need both HATRPO and PPO rows."]
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "**not met**"
-
-    whole = hatrpo.get("whole_vs_ppo") or 0.0
-    sampling = hatrpo.get("sample_vs_raw_per_runner") or 0.0
-    memory = hatrpo.get("memory_vs_ppo") or 0.0
-    return [
-        "Targets (issue 6; reported, not asserted):",
-        "",
-        f"* whole-loop HATRPO ≥ 3× PPO: {whole:.2f}× — {verdict(whole >= 3)}",
-        f"* HATRPO sampling ≥ 50% of the raw simulator rate per EnvRunner core: "
-        f"{sampling:.0%} — {verdict(sampling >= 0.5)}",
-        f"* HATRPO peak memory (algorithm processes) ≤ PPO's: {memory:.2f}× — "
-        f"{verdict(0 < memory <= 1)}",
-        *(
-            f"* {name} (not the issue's configuration): whole loop "
-            f"{algos[name].get('whole_vs_ppo') or 0.0:.2f}× PPO, memory "
-            f"{algos[name].get('memory_vs_ppo') or 0.0:.2f}× PPO"
-            for name in VARIANTS
-            if name in algos
-        ),
-    ]
-
-
-def machine_meta(note: str) -> dict[str, Any]:
-    import mujoco
-    import ray
-    import torch
-
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO_ROOT
-    ).stdout.strip()
-    return {
-        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()} Linux, {os.cpu_count()} CPUs",
-        "commit": commit or "unknown",
-        "versions": f"Python {platform.python_version()}, Ray {ray.__version__}, torch "
-        f"{torch.__version__}, mujoco {mujoco.__version__}",
-        "note": note,
-    }
-
-
-def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], out_dir: Path) -> str:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "throughput.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    text = markdown(rows, meta)
-    (out_dir / "throughput.md").write_text(text + "\n")
-    return text
-
-
 # --- command line ----------------------------------------------------------------------------
 
 
@@ -775,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_ratios(rows)
     note = args.note or ("smoke run" if args.smoke else "no note")
     threads = args.torch_threads or "torch's default"
-    meta = machine_meta(f"{note}; torch threads in the driver: {threads}")
+    meta = provenance(f"{note}; torch threads in the driver: {threads}")
     meta["load_before"], meta["load_after"] = load_before, round(os.getloadavg()[0], 2)
     print(write_outputs(rows, meta, args.out_dir))
     return 0

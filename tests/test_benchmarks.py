@@ -5,6 +5,7 @@ ratios, profile summary) are checked on hand-made data."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import subprocess
 import sys
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import learning, profile_sampling, throughput
+from benchmarks import learning, profile_sampling, throughput_report
 from benchmarks.baselines import algorithm_config
+from benchmarks.instruments import RAW_SIMULATOR
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,6 +53,8 @@ def test_learning_smoke_writes_curves_plot_and_table(tmp_path):
         assert all(math.isfinite(float(r["eval_return"])) for r in mine)
         assert all(int(r["eval_episodes"]) == 1 for r in mine)
         assert (tmp_path / "learning" / f"{algo}_seed0.csv").exists()
+        (provenance,) = json.loads((tmp_path / "learning" / f"{algo}_seed0.json").read_text())
+        assert provenance["note"] == f"{algo}_seed0 started" and provenance["commit"]
         assert (tmp_path / "learning" / "checkpoints" / f"{algo}_seed0").is_dir()
     png = tmp_path / "learning.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -63,9 +67,9 @@ def test_learning_smoke_writes_curves_plot_and_table(tmp_path):
 def test_throughput_smoke_writes_tables(tmp_path):
     stdout = run_script("throughput", tmp_path)
     rows = read_csv(tmp_path / "throughput.csv")
-    assert list(rows[0]) == throughput.CSV_FIELDS
+    assert list(rows[0]) == throughput_report.CSV_FIELDS
     simulators = [r for r in rows if r["section"] == "simulator"]
-    assert throughput.RAW_SIMULATOR in {r["name"] for r in simulators}
+    assert RAW_SIMULATOR in {r["name"] for r in simulators}
     assert len(simulators) == 3 and all(float(r["env_steps_per_s"]) > 0 for r in simulators)
     algos = {r["name"]: r for r in rows if r["section"] == "algorithm"}
     assert set(algos) == {*SMOKE_ALGOS, FISHER_VARIANT}
@@ -91,6 +95,12 @@ def test_throughput_smoke_writes_tables(tmp_path):
         assert float(r["sample_vs_raw_per_runner"]) == pytest.approx(ratio, abs=1e-3)
     markdown = (tmp_path / "throughput.md").read_text()
     assert "Targets (issue 6" in markdown and "whole-loop HATRPO ≥ 3× PPO" in stdout
+    (provenance,) = json.loads((tmp_path / "throughput.json").read_text())
+    assert (
+        provenance["command"].startswith("python")
+        and "-m benchmarks.throughput" in (provenance["command"])
+    )
+    assert provenance["commit"] and "CPUs" in provenance["machine"]
 
 
 def test_fisher_variant_is_hatrpo_with_only_the_fisher_fraction_changed():
@@ -114,7 +124,7 @@ def test_learning_table_lists_pending_algorithms_and_seed_spread():
 
 def test_throughput_ratios():
     rows = [
-        {"section": "simulator", "name": throughput.RAW_SIMULATOR, "env_steps_per_s": 1000.0},
+        {"section": "simulator", "name": RAW_SIMULATOR, "env_steps_per_s": 1000.0},
         {
             "section": "algorithm",
             "name": "PPO",
@@ -139,12 +149,12 @@ def test_throughput_ratios():
             "raw_sim_env_steps_per_s": 800.0,
         },
     ]
-    throughput.add_ratios(rows)
+    throughput_report.add_ratios(rows)
     assert rows[2]["whole_vs_ppo"] == 3.5 and rows[2]["memory_vs_ppo"] == 0.8
     assert rows[2]["sample_vs_raw_per_runner"] == 0.6
     assert rows[3]["sample_vs_raw_per_runner"] == 0.6
     assert rows[4]["sample_vs_raw_per_runner"] == 0.75  # its own raw rate, not the section's
-    assert [line.split(" — ")[-1] for line in throughput.targets(rows)[2:]] == ["met"] * 3
+    assert [line.split(" — ")[-1] for line in throughput_report.targets(rows)[2:]] == ["met"] * 3
 
 
 @pytest.mark.parametrize("local", [False, True])
