@@ -64,10 +64,25 @@ def test_single_joint_factorization_gives_one_agent_per_joint():
     assert len(humanoid.policies) == 17
 
 
-def test_harl_learning_rate_decay_is_a_schedule_for_happo_only():
-    hopper = load_experiment(CONFIGS / "happo_hopper_3x1.yaml").training
-    assert hopper["lr"] == [[0, 0.0005], [10_000_000, 0.0]]
-    assert isinstance(hopper["critic_lr"], float)
+def test_harl_learning_rate_decay_is_a_schedule_of_actors_and_critic_alike():
+    """HARL's `use_linear_lr_decay` decays the actors' and the critic's rates to 0 over 10M
+    steps: in its tuned HAPPO Hopper 3x1, Walker2d 2x3, Humanoid 17x1 and every HAA2C file."""
+    decaying = set()
+    for path in FILES:
+        training = load_experiment(path).training
+        if isinstance(training.get("lr"), list):
+            decaying.add(path.name)
+            rate = training["lr"][0][1]
+            assert training["lr"] == training["critic_lr"] == [[0, rate], [10_000_000, 0.0]]
+        else:
+            assert not isinstance(training.get("critic_lr"), list), path.name
+    assert decaying == {
+        "happo_hopper_3x1.yaml",
+        "happo_walker2d_2x3.yaml",
+        "happo_humanoid_17x1.yaml",
+        *(f"haa2c_{task}.yaml" for task in ["ant_4x2", "halfcheetah_2x3", "hopper_3x1"]),
+        *(f"haa2c_walker2d_{conf}.yaml" for conf in ["2x3", "6x1"]),
+    }
     assert load_experiment(CONFIGS / "hatrpo_hopper_3x1.yaml").training["kl_threshold"] == 0.001
 
 

@@ -20,6 +20,7 @@ from rllib_hatrpo.algorithms.settings import (
     count_or_one,
     invalid,
     minibatch_rule,
+    rate_rule,
 )
 from rllib_hatrpo.modules.actor import ActorRLModule
 from rllib_hatrpo.modules.networks import ACTIVATIONS, NETWORK_DEFAULTS
@@ -104,7 +105,7 @@ class HAConfig(AlgorithmConfig):
         self,
         *,
         lambda_: float = NotProvided,
-        critic_lr: float = NotProvided,
+        critic_lr: float | list[list[float]] = NotProvided,
         critic_epochs: int = NotProvided,
         critic_minibatches: int = NotProvided,
         value_clip: float = NotProvided,
@@ -122,7 +123,9 @@ class HAConfig(AlgorithmConfig):
 
         Args:
             lambda_: GAE λ.
-            critic_lr: Adam learning rate of the shared critic.
+            critic_lr: Adam learning rate of the shared critic: a number, or an RLlib
+                schedule such as `[[0, 5e-4], [10_000_000, 0.0]]` (HARL's linear decay,
+                which HARL applies to the critic together with the actors).
             critic_epochs: Passes over the batch when fitting the critic.
             critic_minibatches: Minibatches per critic epoch.
             value_clip: Value-clipping range ε (normalized units).
@@ -252,7 +255,7 @@ class HAConfig(AlgorithmConfig):
         return {
             "gamma": Rule(lambda v: 0 <= v <= 1, "a number in [0, 1]", float),
             "lambda_": Rule(lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-            "critic_lr": Rule(lambda v: v > 0, "a number > 0"),
+            "critic_lr": rate_rule(),
             "critic_epochs": Rule(lambda v: v >= 1, "an integer >= 1"),
             "critic_minibatches": minibatch_rule(rows),
             "value_clip": Rule(lambda v: v > 0, "a number > 0"),

@@ -9,7 +9,7 @@ from typing_extensions import Self
 
 from rllib_hatrpo.algorithms.algorithm import HAAlgorithm
 from rllib_hatrpo.algorithms.config import HAConfig
-from rllib_hatrpo.algorithms.settings import Rule, minibatch_rule, positive_rate_or_schedule
+from rllib_hatrpo.algorithms.settings import Rule, minibatch_rule, rate_rule
 
 
 class FirstOrderConfig(HAConfig):
@@ -53,12 +53,7 @@ class FirstOrderConfig(HAConfig):
             **super().setting_rules(),
             "actor_minibatches": minibatch_rule(self.train_batch_size_per_learner),
             "entropy_coeff": Rule(lambda v: v >= 0, "a number >= 0"),
-            "lr": Rule(
-                positive_rate_or_schedule,
-                "a number > 0, or a schedule [[timestep, rate], ...] with rising timesteps "
-                "starting at 0 and rates >= 0",
-                float | list[list[float]],
-            ),
+            "lr": rate_rule(),
         }
 
 

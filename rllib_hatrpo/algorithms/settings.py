@@ -69,13 +69,24 @@ def count_or_one(value: Any) -> int:
 
 
 def positive_rate_or_schedule(value: Any) -> bool:
-    """A learning rate > 0, or RLlib's piecewise-linear schedule [[0, lr0], [t1, lr1], ...]."""
+    """A learning rate > 0, or RLlib's piecewise-linear schedule [[0, lr0], [t1, lr1], ...]
+    (at least two points, as RLlib's `Scheduler` requires)."""
     if not isinstance(value, list | tuple):
         return value > 0
     steps = [point[0] for point in value]
     return (
-        len(value) >= 1
+        len(value) >= 2
         and all(len(point) == 2 and point[1] >= 0 for point in value)
         and steps[0] == 0
         and all(a < b for a, b in zip(steps, steps[1:], strict=False))
+    )
+
+
+def rate_rule() -> Rule:
+    """A learning rate (`lr`, `critic_lr`): a number, or an RLlib schedule."""
+    return Rule(
+        positive_rate_or_schedule,
+        "a number > 0, or a schedule [[timestep, rate], ...] of two or more points with "
+        "rising timesteps starting at 0 and rates >= 0",
+        float | list[list[float]],
     )
