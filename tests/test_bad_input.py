@@ -120,6 +120,7 @@ def test_search_spaces_and_numpy_scalars_pass():
     assert config.cg_iters == 10
 
 
+@pytest.mark.slow
 def test_bad_setting_stops_build_algo_before_ray_starts():
     code = textwrap.dedent(
         """

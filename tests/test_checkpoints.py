@@ -88,6 +88,7 @@ def assert_identical(a: Any, b: Any, where: str = "state") -> None:
         assert type(a) is type(b) and a == b, f"{where}: {a!r} != {b!r}"
 
 
+@pytest.mark.slow
 def test_restore_in_a_new_process_continues_exactly(happo, tmp_path):
     import ray
 
@@ -132,6 +133,7 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_failed_save_keeps_the_previous_checkpoint(happo, tmp_path, monkeypatch):
     algo, _ = happo
     path = save_checkpoint(algo, tmp_path / "checkpoint")
@@ -157,6 +159,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint(happo, tmp_path, monkeypatc
         restored.stop()
 
 
+@pytest.mark.slow
 def test_a_crash_between_the_renames_leaves_the_old_checkpoint_to_restore(
     happo, tmp_path, monkeypatch
 ):
@@ -186,6 +189,7 @@ def test_a_crash_between_the_renames_leaves_the_old_checkpoint_to_restore(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_algorithm_is_refused(happo):
     _, path = happo
     with pytest.raises(ValueError, match=r"holds a HAPPO algorithm; HATRPO.from_checkpoint"):
@@ -198,6 +202,7 @@ def test_a_checkpoint_not_written_by_this_package_is_refused(tmp_path):
         HAPPO.from_checkpoint(str(tmp_path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config_cls", [HAPPOConfig, HATRPOConfig])
 def test_restoring_into_another_env_or_algorithm_names_the_differences(happo, config_cls):
     _, path = happo

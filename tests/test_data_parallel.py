@@ -85,6 +85,7 @@ def _assert_same_step(actual: dict, expected: dict, start: dict) -> None:
         assert error <= 1e-3 * step.norm() + 1e-9, (module_id, float(error), float(step.norm()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "config_cls, training",
     [

@@ -18,6 +18,7 @@ AGENT_METRICS = {
 }
 
 
+@pytest.mark.slow
 def test_halfcheetah_iterations_report_every_metric(ray_session):
     config = (
         HATRPOConfig()

@@ -88,6 +88,7 @@ def episode_stats(evaluation: dict) -> tuple[float, ...]:
     return tuple(float(runners[key]) for key in keys)
 
 
+@pytest.mark.slow
 def test_evaluation_reports_every_n_iterations(hopper):
     algo, results, _ = hopper
     assert algo.evaluation_config.explore is False
@@ -99,6 +100,7 @@ def test_evaluation_reports_every_n_iterations(hopper):
     assert len(set(team_returns.values())) == 1  # every agent gets the team reward
 
 
+@pytest.mark.slow
 def test_evaluations_of_the_same_weights_are_identical(hopper):
     algo, results, _ = hopper
     first, second = algo.evaluate(), algo.evaluate()
@@ -107,6 +109,7 @@ def test_evaluations_of_the_same_weights_are_identical(hopper):
     assert episode_stats(first)[1] != episode_stats(first)[2]  # two different episodes
 
 
+@pytest.mark.slow
 def test_evaluation_runner_acts_with_the_learners_mean_action(hopper):
     algo, _, _ = hopper
     [[episode]] = algo.eval_env_runner_group.foreach_env_runner(
@@ -124,6 +127,7 @@ def test_evaluation_runner_acts_with_the_learners_mean_action(hopper):
         np.testing.assert_allclose(actions, mean, rtol=0, atol=1e-5, err_msg=agent)
 
 
+@pytest.mark.slow
 def test_evaluate_checkpoint_reproduces_rllibs_evaluation(hopper):
     _, results, path = hopper
     local = evaluate_checkpoint(str(path), episodes=2, seed=EVAL_RUNNER_SEED)
@@ -137,6 +141,7 @@ def test_evaluate_checkpoint_reproduces_rllibs_evaluation(hopper):
     assert local["episode_len_mean"] == float(rllib["episode_len_mean"])
 
 
+@pytest.mark.slow
 def test_evaluate_checkpoint_return_equals_a_rollout_by_hand(hopper):
     algo, _, path = hopper
     modules = algo.learner_group._learner.module
@@ -232,6 +237,7 @@ def test_evaluate_checkpoint_return_has_the_closed_form_of_a_toy_env(ray_session
     assert result["team_return_std"] == pytest.approx(np.std(returns), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_evaluate_checkpoint_rejects_no_episodes(hopper):
     _, _, path = hopper
     with pytest.raises(ValueError, match="episodes=0"):

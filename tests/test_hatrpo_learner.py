@@ -104,7 +104,8 @@ def independent_trpo_step(module, params, obs, actions, adv, cfg, fisher_rows=sl
     return unflatten(theta0), cfg.line_search_steps
 
 
-@pytest.mark.parametrize("fisher_fraction", [1.0, 0.25])
+# the full Fisher's dense Hessian takes 8-24 s on the 2 cores: left out of the fast tier
+@pytest.mark.parametrize("fisher_fraction", [pytest.param(1.0, marks=pytest.mark.slow), 0.25])
 def test_one_agent_update_equals_plain_trpo(monkeypatch, fisher_fraction):
     # agent_conf=None is the single-agent HalfCheetah: one agent, full observation.
     algo = build(

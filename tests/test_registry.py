@@ -4,6 +4,7 @@ Tune runs trials of an algorithm given by name."""
 import subprocess
 import sys
 
+import pytest
 from ray.rllib.algorithms import registry as rllib_registry
 from ray.tune.registry import get_trainable_cls
 
@@ -28,6 +29,7 @@ def test_names_resolve_in_tune_and_rllib_registries():
         assert rllib_registry.ALGORITHMS_CLASS_TO_NAME[name] == name
 
 
+@pytest.mark.slow
 def test_names_resolve_in_a_fresh_process_after_import():
     code = (
         "import rllib_hatrpo, ray.tune.registry as r\n"
@@ -45,6 +47,7 @@ def test_names_resolve_in_a_fresh_process_after_import():
     assert "TRPO rllib_hatrpo.algorithms.trpo TRPO" in out
 
 
+@pytest.mark.slow
 def test_tune_runs_two_trials_of_hatrpo_by_name(ray_session, tmp_path):
     from ray import tune
 

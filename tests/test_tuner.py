@@ -9,6 +9,8 @@ from ray import tune
 from rllib_hatrpo.metrics import TEAM_RETURN
 from rllib_hatrpo.registry import algorithm_class
 
+pytestmark = pytest.mark.slow  # Tune trials: half a minute to a minute each
+
 ENVS = {
     "HATRPO": "simple_spread_v3",  # 25-step episodes: every iteration ends some
     "HAPPO": "simple_spread_v3",

@@ -22,6 +22,7 @@ def no_credentials(monkeypatch, tmp_path):
         monkeypatch.delenv(name)
 
 
+@pytest.mark.slow
 def test_offline_run_writes_its_files_into_the_run_dir(
     ray_session, no_credentials, tmp_path, capsys
 ):
@@ -79,6 +80,7 @@ def test_metrics_hold_env_steps_team_return_and_per_agent_diagnostics():
     assert metrics["evaluation/team_return"] == 11.0
 
 
+@pytest.mark.slow
 def test_nothing_imports_wandb_without_the_flag():
     code = (
         "import sys\n"
