@@ -77,6 +77,7 @@ class HAConfig(AlgorithmConfig):
         self.huber_delta = 10.0
         self.max_grad_norm = 10.0
         self.use_value_norm = True
+        self.value_norm_per_minibatch = False
         self.fixed_order = False
         self.share_policy = False
         self.hidden_sizes = list(NETWORK_DEFAULTS["hidden_sizes"])
@@ -112,6 +113,7 @@ class HAConfig(AlgorithmConfig):
         huber_delta: float = NotProvided,
         max_grad_norm: float = NotProvided,
         use_value_norm: bool = NotProvided,
+        value_norm_per_minibatch: bool = NotProvided,
         fixed_order: bool = NotProvided,
         share_policy: bool = NotProvided,
         hidden_sizes: list[int] = NotProvided,
@@ -132,6 +134,9 @@ class HAConfig(AlgorithmConfig):
             huber_delta: Huber loss δ of the critic.
             max_grad_norm: Gradient-norm clip for every gradient step.
             use_value_norm: Normalize value targets with running statistics.
+            value_norm_per_minibatch: HARL's normalizer update: the statistics take in each
+                critic minibatch of every epoch just before its loss (and normalize its
+                targets). False: once per iteration, on all the batch's targets.
             fixed_order: Update agents in the order 0..n-1 instead of a random permutation.
             share_policy: One policy module for all agents (their spaces must be equal).
             hidden_sizes: Hidden layer sizes of actors and critic.
@@ -148,6 +153,7 @@ class HAConfig(AlgorithmConfig):
             huber_delta=huber_delta,
             max_grad_norm=max_grad_norm,
             use_value_norm=use_value_norm,
+            value_norm_per_minibatch=value_norm_per_minibatch,
             fixed_order=fixed_order,
             share_policy=share_policy,
             hidden_sizes=hidden_sizes,
@@ -262,6 +268,7 @@ class HAConfig(AlgorithmConfig):
             "huber_delta": Rule(lambda v: v > 0, "a number > 0"),
             "max_grad_norm": Rule(lambda v: v > 0, "a number > 0"),
             "use_value_norm": Rule(any_value, "true or false"),
+            "value_norm_per_minibatch": Rule(any_value, "true or false"),
             "fixed_order": Rule(any_value, "true or false"),
             "share_policy": Rule(any_value, "true or false"),
             "layer_norm": Rule(any_value, "true or false"),

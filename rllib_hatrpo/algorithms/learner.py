@@ -212,14 +212,20 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
         targets: np.ndarray,
         old_values: torch.Tensor,
     ) -> None:
-        """Fits V(s) to the GAE targets in normalized units (Huber loss, value clipping)."""
+        """Fits V(s) to the GAE targets in normalized units (Huber loss, value clipping).
+
+        The value normalizer takes in the targets once, before the first epoch, or (with
+        `value_norm_per_minibatch`, as HARL) each minibatch's targets just before its loss.
+        """
         critic = self.module[SHARED_CRITIC_ID]
+        normalizer = critic.value_normalizer
         optimizer = self.get_optimizer(SHARED_CRITIC_ID, "critic")
         params = list(critic.parameters())
         targets_t = torch.as_tensor(targets, device=self._device)
-        if self.config.use_value_norm:
-            critic.value_normalizer.update(targets_t)
-            norm_targets = critic.value_normalizer.normalize(targets_t).float()
+        per_minibatch = self.config.use_value_norm and self.config.value_norm_per_minibatch
+        if self.config.use_value_norm and not per_minibatch:
+            normalizer.update(targets_t)
+            norm_targets = normalizer.normalize(targets_t).float()
         else:
             norm_targets = targets_t.float()
         n = len(targets_t)
@@ -228,11 +234,16 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
         for _ in range(self.config.critic_epochs):
             perm = torch.randperm(n, device=self._device)
             for idx in perm.chunk(num_minibatches):
+                if per_minibatch:
+                    normalizer.update(targets_t[idx])  # the minibatch's rows on all learners
+                    minibatch_targets = normalizer.normalize(targets_t[idx]).float()
+                else:
+                    minibatch_targets = norm_targets[idx]
                 pred = critic.compute_values({GLOBAL_STATE_KEY: states[idx]})
                 loss = value_loss(
                     pred,
                     old_norm_values[idx],
-                    norm_targets[idx],
+                    minibatch_targets,
                     value_clip=self.config.value_clip,
                     huber_delta=self.config.huber_delta,
                 ) * shard_fraction(len(idx), self._device)  # this learner's share of the loss
