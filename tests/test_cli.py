@@ -69,6 +69,7 @@ def test_train_writes_curve_plot_summary_checkpoint_and_experiment(trained_run, 
     assert not (trained_run / "wandb").exists()  # wandb only when asked for
 
 
+@pytest.mark.slow
 def test_resume_continues_counters_and_progress(trained_run, tmp_path):
     assert cli.main(["resume", str(trained_run)]) == 0  # stop already reached: nothing to do
     assert len(read_rows(trained_run)) == 2
@@ -88,6 +89,7 @@ def test_evaluate_rolls_out_the_checkpoint(trained_run, capsys):
 
 
 @pytest.mark.parametrize("algorithm", README_EXPERIMENTS)
+@pytest.mark.slow
 def test_every_algorithm_trains_resumes_and_evaluates_with_relative_paths(
     algorithm, ray_session, tmp_path, monkeypatch, capsys
 ):
@@ -155,6 +157,7 @@ def test_bad_override_exits_with_the_key_and_allowed_values(capsys):
     assert "expected KEY=VALUE" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_tune_runs_the_search_and_reports_the_best_trial(ray_session, tmp_path, capsys):
     search = tmp_path / "search.yaml"
     search.write_text(

@@ -55,6 +55,7 @@ def test_bad_training_fields_are_named(training, field, allowed):
         cheetah(**training).validate()
 
 
+@pytest.mark.slow
 def test_errors_come_before_any_ray_actor():
     # in a fresh process: other tests of this session may already have started Ray
     code = (
