@@ -169,6 +169,17 @@ def _check_config(experiment: Experiment, source: Path) -> Any:
     return config
 
 
+def _start_run(args: argparse.Namespace, what: str) -> tuple[Experiment, Any, Path]:
+    """The experiment and its validated config (before Ray starts), and the new run
+    directory holding the experiment as run, whose path is printed as `what`."""
+    experiment = _load(args)
+    config = _check_config(experiment, args.config)
+    run_dir = _new_run_dir(args)
+    _save_experiment(experiment, run_dir)
+    print(f"{what}: {run_dir.resolve()}", flush=True)
+    return experiment, config, run_dir
+
+
 def _save_experiment(experiment: Experiment, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(experiment.to_dict(), sort_keys=False)
@@ -194,11 +205,7 @@ def ray_session() -> Iterator[None]:
 
 def train_command(args: argparse.Namespace) -> int:
     """`train CONFIG.yaml`: builds the algorithm and runs the training loop."""
-    experiment = _load(args)
-    config = _check_config(experiment, args.config)
-    run_dir = _new_run_dir(args)
-    _save_experiment(experiment, run_dir)
-    print(f"run directory: {run_dir.resolve()}", flush=True)
+    experiment, config, run_dir = _start_run(args, "run directory")
     with ray_session():
         return _train_run(config.build_algo(), experiment, run_dir)
 
@@ -278,11 +285,7 @@ def tune_command(args: argparse.Namespace) -> int:
     from rllib_hatrpo.app import tuning
     from rllib_hatrpo.operations.cluster_check import check_cluster_resources
 
-    experiment = _load(args)
-    config = _check_config(experiment, args.config)
-    run_dir = _new_run_dir(args)
-    _save_experiment(experiment, run_dir)
-    print(f"search directory: {run_dir.resolve()}", flush=True)
+    experiment, config, run_dir = _start_run(args, "search directory")
     if experiment.wandb is not None:
         from rllib_hatrpo.app.wandb_logging import offline_unless_credentials
 
