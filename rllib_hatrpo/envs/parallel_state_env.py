@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 from pettingzoo.utils.env import AECEnv, ParallelEnv
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
+from ray.rllib.utils.annotations import override
 
 GLOBAL_STATE_KEY = "state"
 """Key of the float32 global state in every agent's info dict."""
@@ -329,6 +330,7 @@ class ParallelStateEnv(MultiAgentEnv):
             new_infos[aid] = {**infos.get(aid, {}), GLOBAL_STATE_KEY: state.copy()}
         return new_obs, new_infos
 
+    @override(MultiAgentEnv)
     def reset(
         self, *, seed: int | None = None, options: dict | None = None
     ) -> tuple[MultiAgentDict, MultiAgentDict]:
@@ -338,6 +340,7 @@ class ParallelStateEnv(MultiAgentEnv):
         self.agents = list(self.par_env.agents)
         return self._obs_and_infos(obs, infos)
 
+    @override(MultiAgentEnv)
     def step(
         self, action_dict: MultiAgentDict
     ) -> tuple[MultiAgentDict, MultiAgentDict, MultiAgentDict, MultiAgentDict, MultiAgentDict]:
@@ -359,10 +362,12 @@ class ParallelStateEnv(MultiAgentEnv):
         truncateds["__all__"] = done and not all_terminated
         return obs, {aid: float(r) for aid, r in rewards.items()}, terminateds, truncateds, infos
 
+    @override(MultiAgentEnv)
     def render(self) -> Any:
         """Passes through to the wrapped env's ``render()``."""
         return self.par_env.render()
 
+    @override(MultiAgentEnv)
     def close(self) -> None:
         """Closes the wrapped env."""
         self.par_env.close()

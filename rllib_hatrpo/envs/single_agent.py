@@ -19,6 +19,7 @@ from typing import Any
 
 import gymnasium as gym
 from pettingzoo.utils.env import ParallelEnv
+from ray.rllib.utils.annotations import override
 
 from rllib_hatrpo.envs.parallel_state_env import ParallelStateEnv, check_agent_space
 
@@ -43,17 +44,21 @@ class _GymAsParallelEnv(ParallelEnv):
         }
         self.render_mode = getattr(env, "render_mode", None)
 
+    @override(ParallelEnv)
     def observation_space(self, agent: str) -> gym.Space:
         return self.env.observation_space
 
+    @override(ParallelEnv)
     def action_space(self, agent: str) -> gym.Space:
         return self.env.action_space
 
+    @override(ParallelEnv)
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         obs, info = self.env.reset(seed=seed, options=options)
         self.agents = [AGENT_ID]
         return {AGENT_ID: obs}, {AGENT_ID: info}
 
+    @override(ParallelEnv)
     def step(self, actions: dict) -> tuple[dict, dict, dict, dict, dict]:
         obs, reward, terminated, truncated, info = self.env.step(actions[AGENT_ID])
         if terminated or truncated:
@@ -66,9 +71,11 @@ class _GymAsParallelEnv(ParallelEnv):
             {AGENT_ID: info},
         )
 
+    @override(ParallelEnv)
     def render(self) -> Any:
         return self.env.render()
 
+    @override(ParallelEnv)
     def close(self) -> None:
         self.env.close()
 

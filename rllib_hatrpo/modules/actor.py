@@ -13,6 +13,7 @@ from ray.rllib.core.distribution.torch.torch_distribution import (
     TorchDiagGaussian,
 )
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+from ray.rllib.utils.annotations import override
 
 from rllib_hatrpo.modules.networks import NETWORK_DEFAULTS, build_mlp, orthogonal_linear
 
@@ -37,6 +38,7 @@ class ActorRLModule(TorchRLModule):
     trust-region step can never blow it up (HARL's parameterization).
     """
 
+    @override(TorchRLModule)
     def setup(self) -> None:
         cfg = {**DEFAULT_ACTOR_CONFIG, **(self.model_config or {})}
         self.masked = isinstance(self.observation_space, gym.spaces.Dict)
@@ -58,6 +60,7 @@ class ActorRLModule(TorchRLModule):
         else:
             raise ValueError(f"action_space must be Box or Discrete, got {self.action_space}")
 
+    @override(TorchRLModule)
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         obs = batch[Columns.OBS]
         if self.masked:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from ray.rllib.core.rl_module.apis import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+from ray.rllib.utils.annotations import override
 
 from rllib_hatrpo.envs.parallel_state_env import GLOBAL_STATE_KEY
 from rllib_hatrpo.modules.networks import NETWORK_DEFAULTS, build_mlp, orthogonal_linear
@@ -25,6 +26,7 @@ class SharedCriticRLModule(TorchRLModule, ValueFunctionAPI):
     statistics are buffers of this module, so they are saved and restored with its weights.
     """
 
+    @override(TorchRLModule)
     def setup(self) -> None:
         cfg = {**NETWORK_DEFAULTS, **(self.model_config or {})}
         hidden = list(cfg["hidden_sizes"])
@@ -33,14 +35,17 @@ class SharedCriticRLModule(TorchRLModule, ValueFunctionAPI):
         self.value_head = orthogonal_linear(hidden[-1] if hidden else state_dim, 1, gain=1.0)
         self.value_normalizer = ValueNormalizer()
 
+    @override(ValueFunctionAPI)
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
         """Normalized V(s) for `batch["state"]`, one value per row."""
         state = batch[GLOBAL_STATE_KEY]
         return self.value_head(self.body(state.reshape(state.shape[0], -1).float())).squeeze(-1)
 
+    @override(TorchRLModule)
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         return {"vf_preds": self.compute_values(batch)}
 
+    @override(TorchRLModule)
     def set_state(self, state: dict[str, Any]) -> None:
         """RLlib's, but with the value normalizer's float64 statistics loaded exactly (RLlib
         casts every float to float32 on the way in, which would shift them on each restore)."""
