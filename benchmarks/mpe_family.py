@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
+from benchmarks.provenance import provenance, write_provenance
 from rllib_hatrpo import HAA2CConfig, HAPPOConfig, HATRPOConfig
 from rllib_hatrpo.metrics import team_return
 
@@ -67,6 +68,7 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    write_provenance(out, provenance(f"simple_spread_v3 N={args.n_agents}"))
     print(f"simple_spread_v3 N={args.n_agents}, {args.env_steps:,} env steps, seed {args.seed}")
     print("| algorithm | first 5 iterations | last 5 iterations | wall time (s) |")
     print("|---|---:|---:|---:|")
