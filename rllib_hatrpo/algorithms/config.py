@@ -32,6 +32,10 @@ from rllib_hatrpo.schema import builder_fields, conforms, is_search_space
 
 SHARED_POLICY_ID = "shared_policy"
 
+TRUNCATION_BOOTSTRAPS: tuple[str, ...] = ("final_state", "drop_last")
+"""What the advantage of a time-limit truncation bootstraps from: V of the state after the last
+step (ours), or, dropping the last transition, V of the last step's own state (HARL's)."""
+
 FAULT_TOLERANCE_DEFAULTS: dict[str, Any] = {
     # A lost EnvRunner (crash, preempted node) is restarted by Ray with the same index and the
     # learner's weights; training goes on with the healthy ones meanwhile.
@@ -78,6 +82,7 @@ class HAConfig(AlgorithmConfig):
         self.max_grad_norm = 10.0
         self.use_value_norm = True
         self.value_norm_per_minibatch = False
+        self.truncation_bootstrap = "final_state"
         self.fixed_order = False
         self.share_policy = False
         self.hidden_sizes = list(NETWORK_DEFAULTS["hidden_sizes"])
@@ -114,6 +119,7 @@ class HAConfig(AlgorithmConfig):
         max_grad_norm: float = NotProvided,
         use_value_norm: bool = NotProvided,
         value_norm_per_minibatch: bool = NotProvided,
+        truncation_bootstrap: str = NotProvided,
         fixed_order: bool = NotProvided,
         share_policy: bool = NotProvided,
         hidden_sizes: list[int] = NotProvided,
@@ -137,6 +143,10 @@ class HAConfig(AlgorithmConfig):
             value_norm_per_minibatch: HARL's normalizer update: the statistics take in each
                 critic minibatch of every epoch just before its loss (and normalize its
                 targets). False: once per iteration, on all the batch's targets.
+            truncation_bootstrap: At an episode's time-limit truncation, "final_state": the
+                last step bootstraps from V(state after it); "drop_last" (HARL's): the last
+                transition is dropped, its advantage 0 and its value target V(s_last), and
+                the earlier steps bootstrap from V(s_last).
             fixed_order: Update agents in the order 0..n-1 instead of a random permutation.
             share_policy: One policy module for all agents (their spaces must be equal).
             hidden_sizes: Hidden layer sizes of actors and critic.
@@ -154,6 +164,7 @@ class HAConfig(AlgorithmConfig):
             max_grad_norm=max_grad_norm,
             use_value_norm=use_value_norm,
             value_norm_per_minibatch=value_norm_per_minibatch,
+            truncation_bootstrap=truncation_bootstrap,
             fixed_order=fixed_order,
             share_policy=share_policy,
             hidden_sizes=hidden_sizes,
@@ -269,6 +280,9 @@ class HAConfig(AlgorithmConfig):
             "max_grad_norm": Rule(lambda v: v > 0, "a number > 0"),
             "use_value_norm": Rule(any_value, "true or false"),
             "value_norm_per_minibatch": Rule(any_value, "true or false"),
+            "truncation_bootstrap": Rule(
+                lambda v: v in TRUNCATION_BOOTSTRAPS, f"one of {', '.join(TRUNCATION_BOOTSTRAPS)}"
+            ),
             "fixed_order": Rule(any_value, "true or false"),
             "share_policy": Rule(any_value, "true or false"),
             "layer_norm": Rule(any_value, "true or false"),

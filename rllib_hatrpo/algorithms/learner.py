@@ -136,6 +136,10 @@ class HeterogeneousAgentLearner(TorchLearner, abc.ABC):
             team.terminated,
             self.config.gamma,
             self.config.lambda_,
+            drop_last=[
+                truncated and self.config.truncation_bootstrap == "drop_last"
+                for truncated in team.truncated
+            ],
         )
         advantages = torch.as_tensor(advantages, device=self._device)
         # advantages standardized over the batch (of all learners): (A − mean) / std

@@ -43,20 +43,22 @@ class Rollout:
 
     def end_episode(self, t: int, i: int, step: TeamStep) -> TeamFragment:
         """Copy i's fragment up to its episode's end at step t; its next one starts at t + 1."""
-        fragment = self._fragment(i, t + 1, step.final_states[i], bool(step.terminated[i]))
+        fragment = self._fragment(
+            i, t + 1, step.final_states[i], bool(step.terminated[i]), bool(step.truncated[i])
+        )
         self._starts[i] = t + 1
         return fragment
 
     def cut_fragments(self, num_steps: int) -> list[TeamFragment]:
         """Each copy's steps after its last episode end, bootstrapped from the state after them."""
         return [
-            self._fragment(i, num_steps, self.states[num_steps, i], terminated=False)
+            self._fragment(i, num_steps, self.states[num_steps, i], False, False)
             for i in range(len(self._starts))
             if self._starts[i] < num_steps
         ]
 
     def _fragment(
-        self, i: int, stop: int, final_state: np.ndarray, terminated: bool
+        self, i: int, stop: int, final_state: np.ndarray, terminated: bool, truncated: bool
     ) -> TeamFragment:
         rows = slice(int(self._starts[i]), stop)
         return TeamFragment(
@@ -65,6 +67,7 @@ class Rollout:
             states=np.concatenate([self.states[rows, i], final_state[None]]),
             rewards=self.rewards[rows, i].copy(),
             terminated=terminated,
+            truncated=truncated,
         )
 
     def _write_obs(self, t: int, obs: dict[str, Obs], states: np.ndarray) -> None:

@@ -33,6 +33,7 @@ class TeamBatch:
         rewards: N team rewards (the mean of the agents' rewards).
         fragment_lengths: K fragment lengths T.
         terminated: K flags: whether each fragment's episode ended by termination.
+        truncated: K flags: whether each fragment's episode ended by truncation.
     """
 
     obs: dict[str, Obs]
@@ -41,6 +42,7 @@ class TeamBatch:
     rewards: np.ndarray
     fragment_lengths: list[int]
     terminated: list[bool]
+    truncated: list[bool]
 
     @classmethod
     def from_fragments(cls, fragments: list[TeamFragment]) -> TeamBatch:
@@ -56,6 +58,7 @@ class TeamBatch:
             rewards=np.concatenate([f.rewards for f in fragments]),
             fragment_lengths=[len(f) for f in fragments],
             terminated=[f.terminated for f in fragments],
+            truncated=[f.truncated for f in fragments],
         )
 
 

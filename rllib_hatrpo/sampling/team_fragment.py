@@ -28,7 +28,8 @@ class TeamFragment:
     """T consecutive env steps of one env copy, every agent acting at every step.
 
     A fragment ends where its episode ended (terminated or truncated) or where the batch was
-    cut; only a terminated one has no bootstrap value (V of its last state counts as 0).
+    cut; only a terminated one has no bootstrap value (V of its last state counts as 0), and a
+    truncated one may drop its last transition instead (`truncation_bootstrap="drop_last"`).
 
     Attributes:
         obs: Per agent, the T observations the agent acted on (an action mask beside them for
@@ -39,6 +40,8 @@ class TeamFragment:
             state after the last step (the bootstrap state of a truncated or cut fragment).
         rewards: T team rewards (float64): the mean over the agents of their rewards.
         terminated: Whether the episode ended by termination after the last step.
+        truncated: Whether the episode ended by truncation (a time limit) after the last step;
+            False for a fragment cut by the batch's end.
     """
 
     obs: dict[str, Obs]
@@ -46,6 +49,7 @@ class TeamFragment:
     states: np.ndarray
     rewards: np.ndarray
     terminated: bool
+    truncated: bool = False
 
     def __len__(self) -> int:
         return len(self.rewards)

@@ -14,6 +14,7 @@ def compute_gae(
     terminated: Sequence[bool],
     gamma: float,
     lambda_: float,
+    drop_last: Sequence[bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Advantages and value targets for concatenated rollout fragments.
 
@@ -21,6 +22,10 @@ def compute_gae(
     each fragment of length T contributes T + 1 values, the last being V of the observation
     after its final step. A fragment that ended by termination does not bootstrap (its last
     value counts as 0); a truncated or merely cut fragment bootstraps from that last value.
+
+    A fragment flagged in `drop_last` (HARL's handling of a time-limit truncation) drops its
+    last transition instead: that step's advantage is 0 and its target V(s_last), and the
+    earlier steps bootstrap from V(s_last), the value of the last step's own state.
 
     Returns (advantages, value_targets), both with N rows.
     """
@@ -32,16 +37,25 @@ def compute_gae(
         raise ValueError("rewards must have sum(fragment_lengths) rows")
     if values.shape[0] != sum(fragment_lengths) + len(fragment_lengths):
         raise ValueError("values must have sum(fragment_lengths) + num_fragments rows")
+    if drop_last is None:
+        drop_last = [False] * len(fragment_lengths)
+    if len(drop_last) != len(fragment_lengths):
+        raise ValueError("fragment_lengths and drop_last must have the same length")
 
     advantages = np.empty_like(rewards)
     targets = np.empty_like(rewards)
     r0 = v0 = 0
-    for length, term in zip(fragment_lengths, terminated, strict=True):
+    for length, term, drop in zip(fragment_lengths, terminated, drop_last, strict=True):
         v = values[v0 : v0 + length + 1].copy()
         if term:
             v[-1] = 0.0
         last = 0.0
-        for t in range(length - 1, -1, -1):
+        steps = length
+        if drop:
+            # HARL's bad_mask: A_T−1 = 0 (so R_T−1 = V(s_T−1)); step T−2 bootstraps from V(s_T−1)
+            advantages[r0 + length - 1] = 0.0
+            steps = length - 1
+        for t in range(steps - 1, -1, -1):
             # TD error δ_t = r_t + γV(s_t+1) − V(s_t)
             delta = rewards[r0 + t] + gamma * v[t + 1] - v[t]
             # GAE: A_t = δ_t + γλ A_t+1 (Schulman et al. 2016, eq. 16)
