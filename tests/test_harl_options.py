@@ -38,6 +38,7 @@ def config_of(config_cls: type, env: str = "harl_options_sum_target", **training
     )
 
 
+@pytest.mark.slow  # trains three iterations
 @pytest.mark.parametrize("config_cls", [HATRPOConfig, HAPPOConfig])
 def test_critic_lr_schedule_is_the_linear_interpolation_at_the_sampled_env_steps(
     ray_session, config_cls
