@@ -207,7 +207,7 @@ class ParallelStateEnv(MultiAgentEnv):
             are the concatenated observation bounds). Observations are the env's, before
             ``obs_fn``.
         state_fn: Optional map of the raw global state (must keep its shape), e.g. a
-            standardisation. Applied before ``obs_fn`` and before writing the info.
+            standardisation, for the info; ``obs_fn`` gets the state before it.
         obs_fn: Optional replacement of each agent's observation, see :data:`ObsFn`.
         observation_spaces: The agents' observation spaces; required with ``obs_fn``,
             not allowed without it.
