@@ -3,7 +3,7 @@
 A checkpoint pickles classes and functions by module path (the config's class, the RLModule
 and learner classes, the EnvRunner class, the policy-mapping function, ...). `import
 rllib_hatrpo` makes each old path below name the module that holds those objects now, so
-checkpoints written before the move restore (tests/test_checkpoints.py).
+checkpoints written before the move restore (tests/operations/test_checkpoints.py).
 """
 
 from __future__ import annotations

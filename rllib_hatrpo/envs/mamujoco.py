@@ -36,7 +36,7 @@ VALID_AGENT_CONFS: dict[str, tuple[str | None, ...]] = {
 """Valid ``agent_conf`` per scenario, hard-coded from the ``if partitioning == ...`` chains of
 ``gymnasium_robotics.envs.multiagent_mujoco.obsk.get_parts_and_edges`` (gymnasium-robotics
 1.4; the library has no data structure for it). ``None`` is the single-agent task (one agent
-observing the full state). Checked against the library by ``tests/test_envs.py``.
+observing the full state). Checked against the library by ``tests/envs/test_envs.py``.
 The library's ``CoupledHalfCheetah`` (``"1p1"``) is left out: it crashes with mujoco>=4, whose
 ``data.ten_J`` is sparse (shape ``(nnz,)``), not the dense ``(ntendon, nv)`` it indexes."""
 

@@ -25,7 +25,7 @@ from rllib_hatrpo.updates.advantages import compute_gae
 
 register_env("harl_options_sum_target", make_sum_target)
 register_env("harl_options_episode_ends", make_episode_ends)
-QUICK = Path(__file__).resolve().parents[1] / "tune_configs" / "hatrpo_halfcheetah_2x3_quick.yaml"
+QUICK = Path(__file__).resolve().parents[2] / "tune_configs" / "hatrpo_halfcheetah_2x3_quick.yaml"
 
 
 def config_of(config_cls: type, env: str = "harl_options_sum_target", **training):

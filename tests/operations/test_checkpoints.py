@@ -219,7 +219,7 @@ def test_restoring_into_another_env_or_algorithm_names_the_differences(happo, co
     assert (other_algorithm in message) == (config_cls is HATRPOConfig)
 
 
-OLD_CHECKPOINTS = Path(__file__).parent / "data" / "checkpoints_0.1.0"
+OLD_CHECKPOINTS = Path(__file__).parents[1] / "data" / "checkpoints_0.1.0"
 
 
 @pytest.mark.parametrize("name", ["HATRPO", "HAPPO", "HAA2C", "TRPO"])

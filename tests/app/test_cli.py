@@ -13,7 +13,7 @@ from rllib_hatrpo.app import cli
 from rllib_hatrpo.operations.checkpointing import load_modules
 from rllib_hatrpo.registry import algorithm_class
 
-CONFIGS = Path(__file__).resolve().parents[1] / "tune_configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "tune_configs"
 QUICK = CONFIGS / "hatrpo_halfcheetah_2x3_quick.yaml"
 README_EXPERIMENTS = {
     "HATRPO": QUICK,  # make train

@@ -13,7 +13,7 @@ from rllib_hatrpo.app.experiment import (
     validate_experiment,
 )
 
-CONFIGS = Path(__file__).resolve().parents[1] / "tune_configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "tune_configs"
 FILES = sorted(CONFIGS.rglob("*.yaml"))
 QUICK = CONFIGS / "hatrpo_halfcheetah_2x3_quick.yaml"
 

@@ -9,7 +9,7 @@ import pytest
 
 from rllib_hatrpo.app import cli, wandb_logging
 
-QUICK = Path(__file__).resolve().parents[1] / "tune_configs" / "hatrpo_halfcheetah_2x3_quick.yaml"
+QUICK = Path(__file__).resolve().parents[2] / "tune_configs" / "hatrpo_halfcheetah_2x3_quick.yaml"
 
 
 @pytest.fixture
