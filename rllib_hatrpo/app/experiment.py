@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
-from rllib_hatrpo.envs.mamujoco import single_joint_factorization
+from rllib_hatrpo.envs.mamujoco import FACTORIZATIONS
 from rllib_hatrpo.registry import ALGORITHMS, algorithm_class
 from rllib_hatrpo.schema import builder_fields, conforms, describe, show, signature_fields
 
@@ -75,10 +75,6 @@ SEARCH_SPACES: dict[str, str] = {
 
 SCHEDULERS = ("asha",)
 MODES = ("max", "min")
-FACTORIZATIONS: dict[str, Callable[[str], dict[str, list[Any]]]] = {
-    "single_joint": single_joint_factorization,
-}
-"""Names usable as `env_config.agent_factorization` of the `mamujoco` env."""
 
 
 class ExperimentError(ValueError):

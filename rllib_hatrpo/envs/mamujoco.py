@@ -158,6 +158,13 @@ def single_joint_factorization(scenario: str) -> dict[str, list[Any]]:
     return {"partition": [(n,) for n in nodes], "edges": edges, "globals": global_nodes}
 
 
+FACTORIZATIONS: dict[str, Callable[[str], dict[str, list[Any]]]] = {
+    "single_joint": single_joint_factorization,
+}
+"""Factorizations by name, for experiment files (YAML holds no obsk `Node`s):
+`env_config.agent_factorization: single_joint`."""
+
+
 def standardize(x: np.ndarray) -> np.ndarray:
     """HARL's normalisation of a vector: ``(x - mean(x)) / std(x)`` over its own entries
     (population std, no epsilon, as HARL's ``MujocoMulti``); a constant vector, where HARL
