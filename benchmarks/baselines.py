@@ -9,12 +9,13 @@ overrides, instead of repeating the numbers.
 
 The PPO baseline is RLlib 2.60's own `PPO` on the new API stack with one policy per agent
 (independent learners: each agent's policy and value function see that agent's observation,
-which with `obs_mode: global` is the full state and the agent's one-hot id, standardized together), set
-up like HARL's MAPPO (`harl/configs/algos_cfgs/mappo.yaml`): 5 epochs of 1 minibatch (the whole
-train batch), lr 5e-4, clip 0.2, entropy 0.01, γ 0.99, GAE λ 0.95, gradient-norm clip 10,
-value-loss coefficient 1, no KL penalty, hidden [128, 128, 128] ReLU. HARL's MAPPO tuned for
-HalfCheetah 2x3 (`tuned_configs/mamujoco/HalfCheetah-v2-2x3/mappo`) uses clip 0.05 and 15
-epochs; the issue asks for the 5-epoch, 1-minibatch setting, whose default clip is 0.2.
+which with `obs_mode: global` is the full state and the agent's one-hot id, standardized
+together), set up like HARL's MAPPO (`harl/configs/algos_cfgs/mappo.yaml`): 5 epochs of 1
+minibatch (the whole train batch), lr 5e-4, clip 0.2, entropy 0.01, γ 0.99, GAE λ 0.95,
+gradient-norm clip 10, value-loss coefficient 1, no KL penalty, hidden [128, 128, 128] ReLU.
+HARL's MAPPO tuned for HalfCheetah 2x3 (`tuned_configs/mamujoco/HalfCheetah-v2-2x3/mappo`)
+uses clip 0.05 and 15 epochs; the issue asks for the 5-epoch, 1-minibatch setting, whose
+default clip is 0.2.
 
 Where RLlib's PPO has no counterpart of HARL's (value normalization, Huber value loss, clipped
 value loss, separate actor and critic optimizers, state-independent std), RLlib's defaults stay,
