@@ -23,9 +23,9 @@ SMOKE_ALGOS = ("HATRPO", "HAPPO", "PPO")
 FISHER_VARIANT = "HATRPO-fisher0.1"
 
 
-def run_script(name: str, out_dir: Path) -> str:
+def run_script(name: str, out_dir: Path, *args: str) -> str:
     process = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{name}", "--smoke", "--out-dir", str(out_dir)],
+        [sys.executable, "-m", f"benchmarks.{name}", "--smoke", "--out-dir", str(out_dir), *args],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -101,6 +101,17 @@ def test_throughput_smoke_writes_tables(tmp_path):
         and "-m benchmarks.throughput" in (provenance["command"])
     )
     assert provenance["commit"] and "CPUs" in provenance["machine"]
+
+
+@pytest.mark.slow
+def test_profile_learner_smoke_writes_each_profile(tmp_path):
+    run_script("profile_learner", tmp_path, "--updates", "3", "--algos", "HATRPO", "HAPPO")
+    for name in ("hatrpo", "happo"):
+        text = (tmp_path / f"profile_learner_{name}.txt").read_text()
+        assert text.startswith(f"{name.upper()}: learner update on one batch, 2 timed updates")
+        assert "Self CPU" in text and "aten::" in text  # the profiler's operator table
+        (meta,) = json.loads((tmp_path / f"profile_learner_{name}.json").read_text())
+        assert "-m benchmarks.profile_learner" in meta["command"]
 
 
 def test_fisher_variant_is_hatrpo_with_only_the_fisher_fraction_changed():
