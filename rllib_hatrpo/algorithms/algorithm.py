@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -33,9 +34,11 @@ from rllib_hatrpo.operations.checkpointing import (
     check_restorable,
 )
 from rllib_hatrpo.operations.cluster_check import (
+    Demand,
     ResourceError,
     check_before_actors,
     check_one_env_runner_fits,
+    env_runner_demand,
 )
 from rllib_hatrpo.updates.data_parallel import shard_by_env_steps
 from rllib_hatrpo.updates.sequential_update import AgentOrder
@@ -115,6 +118,12 @@ class HAAlgorithm(Algorithm):
             )
         return restored
 
+    @functools.cached_property
+    def _env_runner_demand(self) -> Demand | None:
+        """What one EnvRunner reserves; computed once, when a recovery first needs it (it
+        builds RLlib's resource request, which probes the env)."""
+        return env_runner_demand(self.config)
+
     def _raise_if_env_runners_cannot_return(self, waited_s: float) -> None:
         lost = self.env_runner_group.num_remote_env_runners()
         runners = "The only remote EnvRunner" if lost == 1 else f"All {lost} remote EnvRunners"
@@ -128,7 +137,7 @@ class HAAlgorithm(Algorithm):
             "RUN_DIR`) once the cluster can host EnvRunners again."
         )
         try:
-            check_one_env_runner_fits(self.config)
+            check_one_env_runner_fits(self._env_runner_demand)
         except ResourceError as err:
             raise EnvRunnersLostError(
                 f"{what} and no node of the cluster can host one any more:\n{err}\n{resume}"

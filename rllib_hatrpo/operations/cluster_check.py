@@ -145,7 +145,13 @@ def check_cluster_resources(
         ResourceError: (a ValueError) naming each resource that can never be provided, what
             the config asks for and what the cluster has.
     """
-    demands = actor_demands(config, include_main_process=include_main_process)
+    _check_demands(actor_demands(config, include_main_process=include_main_process), cluster)
+
+
+def _check_demands(
+    demands: list[Demand], cluster: Mapping[str, float] | Sequence[Mapping[str, float]] | None
+) -> None:
+    """`check_cluster_resources` of demands already computed."""
     if not demands:
         return
     capacity = _capacity(cluster)
@@ -170,24 +176,33 @@ def check_before_actors(config: Any) -> None:
     honours `RAY_ADDRESS`; nothing if `RAY_ENABLE_AUTO_CONNECT=0`). A config without actors
     is left alone: it never waits for a node.
     """
-    if _skipped() or not actor_demands(config):
+    if _skipped():
+        return
+    demands = actor_demands(config)  # RLlib's resource request: computed once here
+    if not demands:
         return
     import ray
 
     if not ray.is_initialized() and os.environ.get("RAY_ENABLE_AUTO_CONNECT", "1") != "0":
         ray.init()  # as RLlib's first Ray call would: honours RAY_ADDRESS
     if ray.is_initialized():
-        check_cluster_resources(config)
+        _check_demands(demands, None)
 
 
-def check_one_env_runner_fits(config: Any) -> None:
-    """Raises ResourceError unless a node of the connected cluster can host one EnvRunner.
+def env_runner_demand(config: Any) -> Demand | None:
+    """What one training EnvRunner of the config reserves (None: no remote EnvRunners)."""
+    return next((d for d in actor_demands(config) if d.what == "EnvRunner"), None)
+
+
+def check_one_env_runner_fits(demand: Demand | None) -> None:
+    """Raises ResourceError unless a node of the connected cluster can host one EnvRunner
+    reserving `demand` (`env_runner_demand(config)`, computed once by the caller: it builds
+    RLlib's resource request).
 
     While no EnvRunner is healthy, this tells "Ray is restarting them" (wait) from "no node
     left has what an EnvRunner asks for, e.g. the only `sampler` node is gone" (Ray would keep
     the restarted actors pending forever). Autoscaling clusters count at their maximum size.
     """
-    demand = next((d for d in actor_demands(config) if d.what == "EnvRunner"), None)
     capacity = _capacity(None) if demand is not None else None
     if capacity is None:
         return

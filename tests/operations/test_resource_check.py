@@ -23,7 +23,11 @@ from local_cluster import clean_env
 
 from rllib_hatrpo import HATRPOConfig
 from rllib_hatrpo.app import cli
-from rllib_hatrpo.operations.cluster_check import ResourceError, check_one_env_runner_fits
+from rllib_hatrpo.operations.cluster_check import (
+    ResourceError,
+    check_one_env_runner_fits,
+    env_runner_demand,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -84,10 +88,12 @@ def test_build_algo_fails_fast_naming_the_missing_resource(ray_session):
 
 
 def test_one_env_runner_check_during_training(ray_session):
-    check_one_env_runner_fits(_config(num_env_runners=5))  # one EnvRunner fits: no error
+    check_one_env_runner_fits(env_runner_demand(_config(num_env_runners=5)))  # fits: no error
     with pytest.raises(ResourceError, match=re.escape(MISSING)):
         check_one_env_runner_fits(
-            _config(num_env_runners=1, custom_resources_per_env_runner={"sampler": 1})
+            env_runner_demand(
+                _config(num_env_runners=1, custom_resources_per_env_runner={"sampler": 1})
+            )
         )
 
 
