@@ -55,6 +55,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "agent_factorization": None,
     "obs_mode": "local",
     "render_mode": None,
+    "batched": True,
 }
 """All accepted ``env_config`` keys with their defaults."""
 
@@ -108,6 +109,8 @@ def validate_mamujoco_config(env_config: Mapping[str, Any]) -> None:
         _validate_factorization(fact)
     if cfg["obs_mode"] not in OBS_MODES:
         raise ValueError(f"obs_mode={cfg['obs_mode']!r} is invalid; allowed: {list(OBS_MODES)}.")
+    if not isinstance(cfg["batched"], bool):
+        raise ValueError(f"batched={cfg['batched']!r} is invalid; allowed: True or False.")
     if cfg["render_mode"] not in RENDER_MODES:
         raise ValueError(
             f"render_mode={cfg['render_mode']!r} is invalid; allowed: {list(RENDER_MODES)}."
@@ -168,28 +171,34 @@ FACTORIZATIONS: dict[str, Callable[[str], dict[str, list[Any]]]] = {
 def standardize(x: np.ndarray) -> np.ndarray:
     """HARL's normalisation of a vector: ``(x - mean(x)) / std(x)`` over its own entries
     (population std, no epsilon, as HARL's ``MujocoMulti``); a constant vector, where HARL
-    would divide by zero, maps to zeros.
+    would divide by zero, maps to zeros. With more dimensions, each vector along the last axis.
 
     Spelled out as numpy's ``mean`` and ``std`` compute them (the same bits, a third of the
     time: this runs at every env step)."""
-    centered = x - np.add.reduce(x) / x.size
-    std = np.sqrt(np.add.reduce(centered * centered) / x.size)
-    return centered / std if std > 0 else centered
+    size = x.shape[-1]
+    centered = x - np.add.reduce(x, axis=-1, keepdims=True) / size
+    # population std: sqrt(mean((x − mean(x))²))
+    std = np.sqrt(np.add.reduce(centered * centered, axis=-1, keepdims=True) / size)
+    return centered / np.where(std > 0, std, 1.0)  # a constant vector maps to zeros
 
 
 def harl_observations(state: np.ndarray, num_agents: int) -> np.ndarray:
-    """HARL's global observations, one row per agent: row i is
-    ``standardize(concat(state, one_hot(i)))``, standardized after the id is appended.
+    """HARL's global observations: for agent i, ``standardize(concat(state, one_hot(i)))``,
+    standardized after the id is appended.
 
-    All rows in one numpy call, each standardized over its own entries as
-    :func:`standardize` does."""
-    rows = np.empty((num_agents, state.size + num_agents))
-    rows[:, : state.size] = state
-    rows[:, state.size :] = np.eye(num_agents)
-    centered = rows - np.add.reduce(rows, axis=1, keepdims=True) / rows.shape[1]
-    # per-row population std: sqrt(mean((x − mean(x))²))
-    std = np.sqrt(np.add.reduce(centered * centered, axis=1, keepdims=True) / rows.shape[1])
-    return centered / np.where(std > 0, std, 1.0)  # a constant row maps to zeros
+    Args:
+        state: One state (S,), or states (..., S) of many env copies.
+        num_agents: The number of agents.
+
+    Returns:
+        (num_agents, S + num_agents) rows for one state; (..., num_agents, S + num_agents)
+        for many.
+    """
+    size = state.shape[-1]
+    rows = np.empty((*state.shape[:-1], num_agents, size + num_agents))
+    rows[..., :size] = state[..., None, :]
+    rows[..., size:] = np.eye(num_agents)
+    return standardize(rows)
 
 
 def index_action_mapping(env: Any) -> Callable[[Mapping[str, np.ndarray]], np.ndarray] | None:
@@ -245,6 +254,9 @@ def make_mamujoco_env(env_config: Mapping[str, Any] | None = None) -> ParallelSt
       global state is ``standardize(state())`` (the library's local observations are not
       computed).
     * ``render_mode`` (``None``): ``None`` or ``"rgb_array"``.
+    * ``batched`` (``True``): an EnvRunner steps its copies of this env together
+      (:mod:`rllib_hatrpo.envs.batched_mamujoco`, the same environment several times faster)
+      where that reproduces the library; ``False`` steps ``mamujoco_v1`` copies one by one.
     """
     from gymnasium_robotics import mamujoco_v1
 
@@ -262,8 +274,21 @@ def make_mamujoco_env(env_config: Mapping[str, Any] | None = None) -> ParallelSt
     map_actions = index_action_mapping(env)
     if map_actions is not None:
         env.map_local_actions_to_global_action = map_actions
-    if cfg["obs_mode"] == "local":
-        return ParallelStateEnv(env)
+    wrapped = ParallelStateEnv(env) if cfg["obs_mode"] == "local" else _global_obs_env(env)
+    if cfg["batched"]:
+        wrapped.make_batched_copies = functools.partial(_batched_copies, env_config)
+    return wrapped
+
+
+def _batched_copies(env_config: dict[str, Any], num_envs: int) -> Any:
+    """`num_envs` copies stepped together, or None (see `TeamVectorEnv`'s batching hook)."""
+    from rllib_hatrpo.envs.batched_mamujoco import make_batched_mamujoco
+
+    return make_batched_mamujoco(env_config, num_envs)
+
+
+def _global_obs_env(env: Any) -> ParallelStateEnv:
+    """`env` with HARL's global observations and standardized state (``obs_mode: global``)."""
 
     agents = list(env.possible_agents)
     obs_dim = int(np.shape(env.state())[0]) + len(agents)

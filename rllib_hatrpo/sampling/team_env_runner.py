@@ -63,7 +63,7 @@ from rllib_hatrpo.sampling.env_probe import build_env
 from rllib_hatrpo.sampling.rollout import Rollout
 from rllib_hatrpo.sampling.runner_metrics import EpisodeTracker, log_sampled_steps
 from rllib_hatrpo.sampling.team_fragment import Obs, TeamFragment, concat_rows
-from rllib_hatrpo.sampling.vector_env import TeamVectorEnv
+from rllib_hatrpo.sampling.vector_env import TeamVectorEnv, make_team_vector_env
 
 _EPISODES_CAPACITY = 256
 """Vector steps preallocated for a `num_episodes` call (doubled whenever they run out)."""
@@ -293,7 +293,7 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         with seeds."""
         if self.env is not None:
             self.env.close()
-        self.env = TeamVectorEnv(
+        self.env = make_team_vector_env(
             lambda: build_env(
                 self.config.env,
                 self.config.env_config,

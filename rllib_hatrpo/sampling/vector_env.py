@@ -9,6 +9,10 @@ the rewards and the episode ends, so its user never touches per-copy dicts.
 A copy whose episode ends is reset within the same step: the returned observations and state
 are its new episode's first ones, and the state after its last step is returned separately as
 that episode's final (bootstrap) state.
+
+An env may step its copies faster itself: :func:`make_team_vector_env` asks one copy for
+:data:`BATCHED_COPIES_HOOK` (``make_batched_copies(num_envs)``), which returns an object with
+`TeamVectorEnv`'s interface, or None to keep `TeamVectorEnv` (MaMuJoCo offers it).
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 from rllib_hatrpo.envs.parallel_state_env import GLOBAL_STATE_KEY
 from rllib_hatrpo.sampling.team_fragment import Obs
+
+BATCHED_COPIES_HOOK = "make_batched_copies"
+"""The optional env attribute ``make_batched_copies(num_envs) -> TeamVectorEnv-like | None``."""
 
 Batch = tuple[dict[str, Obs], np.ndarray]
 """Observations per agent (rows = copies) and the global states (float32, rows = copies)."""
@@ -63,8 +70,14 @@ class TeamVectorEnv:
         observation_spaces, action_spaces: Per agent, one copy's spaces.
     """
 
-    def __init__(self, make_env: Callable[[], MultiAgentEnv], num_envs: int) -> None:
-        self.envs = [make_env() for _ in range(num_envs)]
+    def __init__(
+        self,
+        make_env: Callable[[], MultiAgentEnv],
+        num_envs: int,
+        first: MultiAgentEnv | None = None,
+    ) -> None:
+        first = make_env() if first is None else first
+        self.envs = [first, *(make_env() for _ in range(num_envs - 1))]
         first = self.envs[0]
         self.agents: list[str] = list(first.possible_agents)
         self.observation_spaces: dict[str, gym.Space] = {
@@ -138,3 +151,15 @@ class TeamVectorEnv:
             else:
                 batched[a] = np.stack([o[a] for o in obs])
         return batched, np.stack([self._state(i) for i in infos]).astype(np.float32, copy=False)
+
+
+def make_team_vector_env(make_env: Callable[[], MultiAgentEnv], num_envs: int) -> Any:
+    """`num_envs` copies of `make_env()`'s env: the env's own batched copies where it offers
+    them (:data:`BATCHED_COPIES_HOOK`), else a `TeamVectorEnv`."""
+    first = make_env()
+    batched_copies = getattr(first, BATCHED_COPIES_HOOK, None)
+    batched = batched_copies(num_envs) if callable(batched_copies) else None
+    if batched is None:
+        return TeamVectorEnv(make_env, num_envs, first=first)
+    first.close()
+    return batched

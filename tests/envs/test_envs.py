@@ -162,6 +162,7 @@ def test_global_obs_mode_is_harls_formula_on_real_states(
         ({"agent_conf": "x", "agent_factorization": {"partition": []}}, "agent_factorization"),
         ({"obs_mode": "both"}, r"obs_mode='both'.*\['local', 'global'\]"),
         ({"render_mode": "human"}, "render_mode='human'"),
+        ({"batched": "yes"}, "batched='yes'.*True or False"),
     ],
 )
 def test_validation_errors(config: dict[str, Any], match: str) -> None:
