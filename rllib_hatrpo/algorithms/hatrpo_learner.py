@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 import torch
 import tree
-from ray.rllib.core.columns import Columns
 from ray.rllib.utils.annotations import override
 
 from rllib_hatrpo.algorithms.learner import HeterogeneousAgentLearner, ModuleBatch
@@ -56,33 +54,19 @@ class HATRPOLearner(HeterogeneousAgentLearner):
             return mean_kl
 
         cfg = self.config
-        network = module.unwrapped()
-        names, params = zip(
-            *((n, p) for n, p in network.named_parameters() if p.requires_grad), strict=True
-        )
-
-        def policy_on(obs: Any) -> Callable[[Sequence[torch.Tensor]], torch.Tensor]:
-            """The actor's distribution inputs on `obs` with the given parameter values."""
-
-            def policy(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-                values = dict(zip(names, tensors, strict=True))
-                outputs = torch.func.functional_call(network, values, ({Columns.OBS: obs},))
-                return outputs[Columns.ACTION_DIST_INPUTS]
-
-            return policy
-
         fisher_subsample = None
         if cfg.fisher_fraction < 1.0:
             num_rows = len(batch.actions)
             rows = torch.randperm(num_rows, device=self._device)
             rows = rows[: math.ceil(cfg.fisher_fraction * num_rows)]
+            obs_rows = tree.map_structure(lambda x: x[rows], batch.obs)
             fisher_subsample = (
-                policy_on(tree.map_structure(lambda x: x[rows], batch.obs)),
+                lambda: self._dist_inputs(module_id, obs_rows),
                 mean_kl_from(batch.old_dist_inputs[rows]),
             )
         stats = trust_region_step(
-            list(params),
-            policy_on(batch.obs),
+            list(module.parameters()),
+            lambda: self._dist_inputs(module_id, batch.obs),
             surrogate,
             mean_kl_from(batch.old_dist_inputs),
             max_kl=cfg.kl_threshold,

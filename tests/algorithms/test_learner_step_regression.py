@@ -1,12 +1,13 @@
-"""The learner's speedups leave its step unchanged: one HATRPO and one HAPPO update on a fixed
-batch end at the parameters recorded before them (`tests/data/learner_steps.pt`, written by
-`learner_steps.py` at the commit it names), to 1e-6 relative on each module's parameters.
+"""A change meant to speed the learner up must leave its step unchanged: one HATRPO and one HAPPO
+update on a fixed batch end at the parameters recorded before (`tests/data/learner_steps.pt`,
+written by `learner_steps.py` at the commit it names), to 1e-6 relative on each module's
+parameters.
 
-HATRPO's Fisher-vector products now take J v in forward mode instead of reverse-over-reverse;
-both round differently in float32, and conjugate gradient carries that into the step: at the
-change, each actor's parameters moved by 0.6–1.2e-7 of their norm (at most 2e-6 in absolute
-value per entry; only tensors of norm ~1e-5, biases barely moved from zero, showed relative
-changes up to 1e-3)."""
+Per module, not per tensor: float32 rounding differs between equivalent computations, and
+conjugate gradient carries it into the step. Taking J v in forward mode instead of
+reverse-over-reverse, for instance, moved each actor's parameters by 0.6–1.2e-7 of their norm
+(at most 2e-6 per entry), while biases barely moved from zero (norms ~1e-5) changed by up to
+1e-3 of their own norm."""
 
 from __future__ import annotations
 
@@ -24,8 +25,7 @@ def test_update_equals_the_recorded_step(ray_session, name):
     reference = torch.load(REFERENCE)[name]
     updated = updated_parameters(name)
     assert updated.keys() == reference.keys()
-    modules = {key.split(".", 1)[0] for key in reference}
-    for module in modules:
+    for module in {key.split(".", 1)[0] for key in reference}:
         keys = [k for k in reference if k.split(".", 1)[0] == module]
         expected = torch.cat([reference[k].reshape(-1) for k in keys])
         actual = torch.cat([updated[k].reshape(-1) for k in keys])
