@@ -11,95 +11,188 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-RAW_SIMULATOR = "mamujoco_v1 HalfCheetah 2x3 (bare parallel env)"
-"""The simulator row the sampling ratios are computed against."""
+RAW_SIMULATOR = "bare physics: mj_step loop over the copies' MjData"
+"""The simulator row the sampling ratios are computed against: a Python loop of MuJoCo's
+`mj_step` (the task's frame skip) over as many `MjData` as the EnvRunner has env copies, with
+uniformly random controls over the actuators' range (as the other layers' random actions),
+nothing else: the ceiling of a sampling core."""
+
+TASKS: dict[str, dict[str, str]] = {
+    "HalfCheetah 2x3": {"scenario": "HalfCheetah", "agent_conf": "2x3"},
+    "Ant 4x2": {"scenario": "Ant", "agent_conf": "4x2"},
+    "Walker2d 2x3": {"scenario": "Walker2d", "agent_conf": "2x3"},
+}
+"""The tasks whose simulator layers and sampling are reported (`obs_mode: global`)."""
 
 
 # --- raw simulator ---------------------------------------------------------------------------
 
 
-def multi_agent_seconds(env: Any, space_of: Callable[[str], Any], steps: int, seed: int) -> float:
-    """Seconds `env` (a parallel env) takes for `steps` steps with uniformly random actions,
-    drawn before timing; resets after an episode end are timed."""
+def random_actions(spaces: dict[str, Any], steps: int, num_envs: int, seed: int) -> list[dict]:
+    """`steps` batches of uniformly random actions per agent (rows = copies), drawn ahead."""
     import numpy as np
 
-    agents = list(env.possible_agents)
-    spaces = {a: space_of(a) for a in agents}
     rng = np.random.default_rng(seed)
-    actions = {
-        a: rng.uniform(s.low, s.high, (steps, *s.shape)).astype(s.dtype) for a, s in spaces.items()
-    }
-    env.reset(seed=seed)
+    return [
+        {a: rng.uniform(s.low, s.high, (num_envs, *s.shape)) for a, s in spaces.items()}
+        for _ in range(steps)
+    ]
+
+
+def raw_simulator_rate(steps: int, num_envs: int = 20, scenario: str = "HalfCheetah") -> float:
+    """Env steps per second of :data:`RAW_SIMULATOR` for `num_envs` copies of `scenario`'s
+    Gymnasium v5 model in this process, now (`steps` env steps in all)."""
+    import gymnasium as gym
+    import mujoco
+    import numpy as np
+
+    task = gym.make(f"{scenario}-v5").unwrapped
+    task.reset(seed=0)
+    model, frame_skip = task.model, task.frame_skip
+    datas = [mujoco.MjData(model) for _ in range(num_envs)]
+    for data in datas:
+        data.qpos[:], data.qvel[:] = task.data.qpos, task.data.qvel
+    rounds = max(1, steps // num_envs)
+    low, high = model.actuator_ctrlrange.T
+    controls = np.random.default_rng(0).uniform(low, high, (rounds, num_envs, model.nu))
     start = time.perf_counter()
-    for t in range(steps):
-        _, _, terminated, truncated, _ = env.step({a: actions[a][t] for a in agents})
-        if any(terminated.values()) or any(truncated.values()):
-            env.reset()
+    for round_controls in controls:
+        for data, control in zip(datas, round_controls, strict=True):
+            data.ctrl[:] = control
+            mujoco.mj_step(model, data, nstep=frame_skip)
+    elapsed = time.perf_counter() - start
+    task.close()
+    return rounds * num_envs / elapsed
+
+
+def vector_env_seconds(env: Any, actions: list[dict]) -> float:
+    """Seconds `env` (a `TeamVectorEnv`-like batch of copies) takes for the steps of
+    `actions`; episode ends reset inside the step, and are timed."""
+    env.reset(seed=0)
+    start = time.perf_counter()
+    for batch in actions:
+        env.step(batch)
     elapsed = time.perf_counter() - start
     env.close()
     return elapsed
 
 
-def raw_simulator_rate(steps: int, seed: int = 0) -> float:
-    """Env steps per second of :data:`RAW_SIMULATOR` in this process, now."""
-    from gymnasium_robotics import mamujoco_v1
+def simulator_rates(steps: int, num_envs: int = 20, seed: int = 0) -> list[dict[str, Any]]:
+    """Env steps per second with random actions, one core, for each task of :data:`TASKS`:
+    bare physics (:data:`RAW_SIMULATOR`), Gymnasium's single-agent env, our batched MaMuJoCo
+    copies, the `mamujoco_v1` copies stepped one by one (`batched: False`), and EnvPool's
+    single-agent batch where `envpool` is importable. Interleaved: one round over the layers,
+    twice, the faster of the two kept (the machine's speed drifts within minutes)."""
+    rows = []
+    for task_name, task in TASKS.items():
+        best: dict[str, float] = {}
+        layers = _simulator_layers(task, steps, num_envs, seed)
+        for _ in range(2):
+            for name, rate in layers.items():
+                best[name] = max(best.get(name, 0.0), rate())
+        rows += [
+            {
+                "section": "simulator",
+                "name": name,
+                "task": task_name,
+                "num_envs_per_env_runner": num_envs if "single-agent env" not in name else 1,
+                "env_steps": steps,
+                "seconds": round(steps / rate, 3),
+                "env_steps_per_s": round(rate, 1),
+                "timing": "random actions, one core, best of 2 interleaved rounds",
+            }
+            for name, rate in best.items()
+        ]
+    return rows
 
-    bare = mamujoco_v1.parallel_env("HalfCheetah", "2x3")
-    return steps / multi_agent_seconds(bare, bare.action_space, steps, seed)
 
-
-def simulator_rates(steps: int, seed: int = 0) -> list[dict[str, Any]]:
-    """Env steps per second with random actions for the three simulator layers (see the
-    module docstring); each env is reset whenever its episode ends, and resets are timed."""
+def _simulator_layers(
+    task: dict[str, str], steps: int, num_envs: int, seed: int
+) -> dict[str, Callable[[], float]]:
+    """For one task, a function measuring each layer's env steps per second."""
     import gymnasium as gym
-    import numpy as np
 
+    from rllib_hatrpo.envs.batched_mamujoco import make_batched_mamujoco
     from rllib_hatrpo.envs.mamujoco import make_mamujoco_env
+    from rllib_hatrpo.sampling.vector_env import TeamVectorEnv
+
+    config = {**task, "obs_mode": "global"}
+    probe = make_batched_mamujoco(config, num_envs)
+    actions = random_actions(probe.action_spaces, steps // num_envs, num_envs, seed)
+    probe.close()
 
     def single_agent() -> float:
-        env = gym.make("HalfCheetah-v5")
-        space = env.action_space
-        rng = np.random.default_rng(seed)
-        actions = rng.uniform(space.low, space.high, (steps, *space.shape)).astype(space.dtype)
+        env = gym.make(f"{task['scenario']}-v5")
+        controls = random_actions({"a": env.action_space}, steps, 1, seed)
         env.reset(seed=seed)
         start = time.perf_counter()
-        for action in actions:
-            _, _, terminated, truncated, _ = env.step(action)
+        for control in controls:
+            _, _, terminated, truncated, _ = env.step(control["a"][0])
             if terminated or truncated:
                 env.reset()
         elapsed = time.perf_counter() - start
         env.close()
-        return elapsed
+        return steps / elapsed
 
-    ours = make_mamujoco_env({"scenario": "HalfCheetah", "agent_conf": "2x3", "obs_mode": "global"})
-    rates = {
-        "gymnasium HalfCheetah-v5 (single agent)": steps / single_agent(),
-        RAW_SIMULATOR: raw_simulator_rate(steps, seed),
-        "rllib_hatrpo mamujoco env (obs_mode global)": steps
-        / multi_agent_seconds(ours, ours.get_action_space, steps, seed),
+    def batched() -> float:
+        env = make_batched_mamujoco(config, num_envs)
+        return len(actions) * num_envs / vector_env_seconds(env, actions)
+
+    def one_by_one() -> float:
+        env = TeamVectorEnv(lambda: make_mamujoco_env({**config, "batched": False}), num_envs)
+        return len(actions) * num_envs / vector_env_seconds(env, actions)
+
+    layers = {
+        RAW_SIMULATOR: lambda: raw_simulator_rate(steps, num_envs, task["scenario"]),
+        "gymnasium single-agent env": single_agent,
+        "rllib_hatrpo batched copies": batched,
+        "mamujoco_v1 copies one by one": one_by_one,
     }
-    return [
-        {
-            "section": "simulator",
-            "name": name,
-            "env_steps": steps,
-            "seconds": round(steps / rate, 3),
-            "env_steps_per_s": round(rate, 1),
-            "timing": "perf_counter around env.step (random actions, one core)",
-        }
-        for name, rate in rates.items()
-    ]
+    envpool_rate = _envpool_rate(task["scenario"], steps, num_envs, seed)
+    if envpool_rate is not None:
+        layers["envpool (single-agent, 1 thread)"] = envpool_rate
+    return layers
+
+
+def _envpool_rate(scenario: str, steps: int, num_envs: int, seed: int) -> Callable | None:
+    """A function measuring EnvPool's `<scenario>-v5` batch (one thread), or None without
+    EnvPool (not a dependency: `pip install envpool` to compare)."""
+    try:
+        import envpool
+    except ImportError:
+        return None
+    import numpy as np
+
+    def rate() -> float:
+        env = envpool.make_gymnasium(f"{scenario}-v5", num_envs=num_envs, num_threads=1, seed=seed)
+        shape = (steps // num_envs, num_envs, *env.action_space.shape)
+        space = env.action_space
+        controls = np.random.default_rng(seed).uniform(space.low, space.high, shape)
+        env.reset()
+        start = time.perf_counter()
+        for control in controls:
+            env.step(control)
+        elapsed = time.perf_counter() - start
+        env.close()
+        return shape[0] * num_envs / elapsed
+
+    return rate
 
 
 def env_runner_raw_rate(algo: Any, steps: int) -> float:
-    """:func:`raw_simulator_rate` measured in every EnvRunner's process at once (in the driver
-    when it samples itself), averaged: the ceiling of each sampling core at this moment."""
+    """:func:`raw_simulator_rate` for each EnvRunner's own copies, measured in every EnvRunner's
+    process at once (in the driver when it samples itself), averaged: the ceiling of each
+    sampling core at this moment."""
+    config = algo.config
+    scenario = (config.env_config or {}).get("scenario", "HalfCheetah")
+
+    def measure(runner: Any) -> float:
+        return raw_simulator_rate(steps, runner.num_envs, scenario)
+
     group = algo.env_runner_group
     if group.num_remote_env_runners() == 0:
-        return raw_simulator_rate(steps)
-    rates = group.foreach_env_runner(
-        lambda _runner: raw_simulator_rate(steps), local_env_runner=False
-    )
+        return measure(algo.env_runner)
+    rates = group.foreach_env_runner(measure, local_env_runner=False)
     return sum(rates) / len(rates)
 
 

@@ -79,12 +79,14 @@ class BatchedMaMuJoCo:
         ]
         self._num_actuators = self._model.nu
         self._state_spec, self._agent_specs = state_spec, agent_specs
-        self._layout = layout
         self._task = task
         self._global = obs_mode == "global"
         n = len(envs)
         self._source = np.empty((n, layout.width))
         self._raw_states = np.empty((n, first.state_space.shape[0]))
+        self._copies = [
+            layout.copies(row, data) for row, data in zip(self._source, self._datas, strict=True)
+        ]
         self._elapsed = np.zeros(n, dtype=np.int64)
         if task is not None:
             self._x_column = task.x_column(layout)
@@ -133,12 +135,13 @@ class BatchedMaMuJoCo:
         """MuJoCo steps per copy (Gymnasium's `do_simulation`), the task's terms for all."""
         x_before = self._source[:, self._x_column].copy()
         model, nstep, rne = self._model, self._frame_skip, self._rne
-        for data, action, row in zip(self._datas, global_actions, self._source, strict=True):
+        for data, action, copies in zip(self._datas, global_actions, self._copies, strict=True):
             data.ctrl[:] = action
             mujoco.mj_step(model, data, nstep=nstep)
             if rne:
                 mujoco.mj_rnePostConstraint(model, data)
-            self._layout.fill(row, data)
+            for destination, source in copies:
+                destination[...] = source
         rewards, terminated = self._terms(x_before, self._source, global_actions)
         return rewards, terminated
 
@@ -149,14 +152,19 @@ class BatchedMaMuJoCo:
         for i, (env, action) in enumerate(zip(self._gyms, global_actions, strict=True)):
             state, rewards[i], terminated[i], _, _ = env.step(action)
             self._raw_states[i] = state
-            self._layout.fill(self._source[i], env.data)
+            self._fill(i)
         return rewards, terminated
 
     def _reset_copy(self, i: int, seed: int | None, options: dict | None) -> None:
         state, _ = self._gyms[i].reset(seed=seed, options=options)
         self._raw_states[i] = state
-        self._layout.fill(self._source[i], self._datas[i])
+        self._fill(i)
         self._elapsed[i] = 0
+
+    def _fill(self, i: int) -> None:
+        """Copies copy i's data fields into its source row."""
+        for destination, source in self._copies[i]:
+            destination[...] = source
 
     def _observations(self) -> Batch:
         """Every agent's observations and the global states of all copies (float32)."""

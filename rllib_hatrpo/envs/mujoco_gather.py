@@ -54,10 +54,10 @@ class SourceLayout:
                 start += size
         return cls(tuple(slices), slices, start)
 
-    def fill(self, row: np.ndarray, data: mujoco.MjData) -> None:
-        """Copies the fields of `data` into `row` (one copy's source row)."""
-        for field, columns in self.slices.items():
-            row[columns] = getattr(data, field).reshape(-1)
+    def copies(self, row: np.ndarray, data: mujoco.MjData) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(destination, source) view pairs that fill `row` (one copy's source row) from
+        `data`'s fields: made once, since `MjData` keeps its arrays for its lifetime."""
+        return [(row[columns], getattr(data, f).reshape(-1)) for f, columns in self.slices.items()]
 
 
 @dataclass(frozen=True)
