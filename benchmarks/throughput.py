@@ -1,18 +1,19 @@
-"""Throughput and memory of HATRPO, HAPPO and RLlib's PPO on MaMuJoCo HalfCheetah 2x3 (issue 6).
+"""Throughput and memory of HATRPO, HAPPO and RLlib's PPO on MaMuJoCo HalfCheetah 2x3
+(issues 6 and 15).
 
 One run measures, on the same env, machine, batch and EnvRunner count:
 
-1. The raw simulator rate: env steps per second with uniformly random actions (drawn ahead of
-   time, so drawing them is not timed), one core, for Gymnasium's single-agent HalfCheetah-v5,
-   the bare `gymnasium_robotics.mamujoco_v1` parallel env (HalfCheetah 2x3), and our registered
-   `mamujoco` env (`obs_mode: global`, which the EnvRunners step). The bare mamujoco_v1 env is
-   the ceiling the sampling ratios are computed against, measured again on the EnvRunners
-   (2. and 3.); this section's figure is the fallback for rows without their own.
+1. The simulator layers, per task of `instruments.TASKS` (HalfCheetah 2x3, Ant 4x2, Walker2d
+   2x3), random actions, 20 copies, one core, interleaved: bare physics (a Python loop of
+   `mj_step` over 20 `MjData`: the ceiling, `RAW_SIMULATOR`), Gymnasium's single-agent env,
+   our batched copies, the `mamujoco_v1` copies one by one (`batched: False`), and EnvPool's
+   batch where `envpool` is importable (not a dependency).
 2. For each algorithm (`benchmarks/baselines.py`: HATRPO and HAPPO with HARL's settings from
    `tune_configs/`, PPO the HARL-MAPPO-like baseline, PPO-default RLlib's own defaults for
    reference, HATRPO-fisher0.1 HATRPO with the Fisher-vector products on a tenth of the rows):
    `--warmup` training iterations, then `--iterations` timed ones, each preceded
    (untimed) by `--raw-steps` steps of the bare mamujoco_v1 env in every EnvRunner's process.
+   The raw rate is the bare physics of the EnvRunner's own copies (`env_runner_raw_rate`).
    The host's speed drifts by up to half within minutes, so the sampling ratio divides by the
    median of these measurements, taken on the sampling cores next to the sampling. Reported:
    * whole loop: env steps sampled in the timed iterations / their wall time (`algo.train()`);
@@ -35,10 +36,12 @@ One run measures, on the same env, machine, batch and EnvRunner count:
    batch, `--scaling-repeats` times after one warm-up) for every `num_env_runners` x
    `num_envs_per_env_runner` of `--scaling-runners` x `--scaling-envs` (the "auto" rollout
    fragment is batch / (runners x envs), so every call samples one train batch), with the raw
-   rate measured on the EnvRunners before each call as above.
+   rate measured on the EnvRunners before each call as above; and Ant 4x2 and Walker2d 2x3
+   with 1 EnvRunner x 20 envs (`--other-tasks`).
 
-Targets of the issue, reported here and not asserted: whole-loop HATRPO ≥ 3x PPO's; sampling
-≥ 50% of the raw simulator rate per EnvRunner core; peak memory no higher than PPO's.
+Targets of issue 15, reported here and not asserted: sampling (policy forward and rollout
+buffers included) ≥ 0.7x bare physics per EnvRunner core; whole loop HATRPO ≥ 3x PPO,
+HATRPO-fisher0.1 ≥ 5x, HAPPO ≥ 3x; peak memory no higher than PPO's.
 
 Usage:
     nice -n 10 python -m benchmarks.throughput            # the full run (~10 min on 2 cores)
@@ -73,6 +76,7 @@ from benchmarks.baselines import (
     algorithm_config,
 )
 from benchmarks.instruments import (
+    TASKS,
     PhaseTimer,
     TreeMemory,
     env_runner_raw_rate,
@@ -81,9 +85,12 @@ from benchmarks.instruments import (
     simulator_rates,
 )
 from benchmarks.provenance import provenance
-from benchmarks.throughput_report import add_ratios, write_outputs
+from benchmarks.throughput_report import DEFAULT_TASK, add_ratios, write_outputs
 
 SECTIONS = ("simulator", "algorithm", "scaling")
+
+OTHER_TASKS_ENVS = 20
+"""Env copies of the one EnvRunner sampling the tasks other than HalfCheetah 2x3."""
 
 SMOKE_OVERRIDES: dict[str, Any] = {
     "env_runners.num_env_runners": 0,
@@ -166,20 +173,31 @@ def measure_algorithm(
 
 
 def measure_sampling(
-    runners: int, envs: int, overrides: dict[str, Any], *, repeats: int, raw_steps: int
+    runners: int,
+    envs: int,
+    overrides: dict[str, Any],
+    *,
+    repeats: int,
+    raw_steps: int,
+    task: str = DEFAULT_TASK,
 ) -> dict[str, Any]:
-    """HATRPO's EnvRunners sampling one train batch per call, `repeats` timed calls after one
-    warm-up (needs Ray initialised with at least `runners` CPUs); before each call the
-    EnvRunners measure the raw simulator rate as in :func:`measure_algorithm`."""
+    """HATRPO's EnvRunners sampling one train batch per call on `task` (a key of `TASKS`),
+    `repeats` timed calls after one warm-up (needs Ray initialised with at least `runners`
+    CPUs); before each call the EnvRunners measure the bare physics rate of their own copies
+    as in :func:`measure_algorithm`."""
     from ray.rllib.execution.rollout_ops import synchronous_parallel_sample
 
-    base = algorithm_config(REFERENCE, {**overrides, **NO_EVALUATION})
+    overrides = {
+        **overrides,
+        **NO_EVALUATION,
+        **{f"env_config.{key}": value for key, value in TASKS[task].items()},
+    }
+    base = algorithm_config(REFERENCE, overrides)
     batch = int(base.train_batch_size_per_learner)
     config = algorithm_config(
         REFERENCE,
         {
             **overrides,
-            **NO_EVALUATION,
             "env_runners.num_env_runners": runners,
             "env_runners.num_envs_per_env_runner": envs,
         },
@@ -208,6 +226,7 @@ def measure_sampling(
     return {
         "section": "scaling",
         "name": f"{REFERENCE} sampling",
+        "task": task,
         "num_env_runners": runners,
         "num_envs_per_env_runner": envs,
         "env_steps": steps,
@@ -261,12 +280,18 @@ def run_job(job: dict[str, Any]) -> list[dict[str, Any]]:
                     raw_steps=job["raw_steps"],
                 )
             ]
+        grid = [(DEFAULT_TASK, r, e) for r in job["runners"] for e in job["envs"]]
+        grid += [(task, 1, OTHER_TASKS_ENVS) for task in job.get("other_tasks", [])]
         return [
             measure_sampling(
-                r, e, job["overrides"], repeats=job["repeats"], raw_steps=job["raw_steps"]
+                r,
+                e,
+                job["overrides"],
+                repeats=job["repeats"],
+                raw_steps=job["raw_steps"],
+                task=task,
             )
-            for r in job["runners"]
-            for e in job["envs"]
+            for task, r, e in grid
         ]
 
 
@@ -308,7 +333,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="steps of each raw-simulator measurement on the EnvRunners, between iterations",
     )
     parser.add_argument("--scaling-runners", nargs="*", type=int, default=[1, 2])
-    parser.add_argument("--scaling-envs", nargs="*", type=int, default=[1, 10, 20])
+    parser.add_argument("--scaling-envs", nargs="*", type=int, default=[1, 4, 16, 20, 64])
+    parser.add_argument(
+        "--other-tasks",
+        nargs="*",
+        default=[t for t in TASKS if t != DEFAULT_TASK],
+        choices=list(TASKS),
+        help=f"tasks also sampled with 1 EnvRunner x {OTHER_TASKS_ENVS} envs",
+    )
     parser.add_argument("--scaling-repeats", type=int, default=2)
     parser.add_argument("--mem-interval", type=float, default=0.5, help="seconds")
     parser.add_argument(
@@ -338,6 +370,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.warmup, args.iterations, args.sim_steps, args.raw_steps = 1, 1, 300, 100
         args.scaling_runners, args.scaling_envs, args.scaling_repeats = [0], [1, 2], 1
+        args.other_tasks = []
         args.in_process = True
         args.algos = args.algos or [a for a in ALGORITHMS if a != PPO_DEFAULTS]
     args.algos = args.algos or list(ALGORITHMS)
@@ -356,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = dict(SMOKE_OVERRIDES) if args.smoke else {}
     load_before = round(os.getloadavg()[0], 2)
     log(f"raw simulator, {args.sim_steps:,} steps each")
-    rows = simulator_rates(args.sim_steps)
+    rows = simulator_rates(args.sim_steps, 2 if args.smoke else 20)
     jobs: list[dict[str, Any]] = [
         {
             "kind": "algorithm",
@@ -378,6 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "kind": "scaling",
                 "runners": args.scaling_runners,
                 "envs": args.scaling_envs,
+                "other_tasks": args.other_tasks,
                 "repeats": args.scaling_repeats,
                 "raw_steps": args.raw_steps,
                 "overrides": scaling_overrides,

@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks import learning, profile_sampling, throughput_report
 from benchmarks.baselines import algorithm_config
-from benchmarks.instruments import RAW_SIMULATOR
+from benchmarks.instruments import RAW_SIMULATOR, TASKS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,8 +69,13 @@ def test_throughput_smoke_writes_tables(tmp_path):
     rows = read_csv(tmp_path / "throughput.csv")
     assert list(rows[0]) == throughput_report.CSV_FIELDS
     simulators = [r for r in rows if r["section"] == "simulator"]
-    assert RAW_SIMULATOR in {r["name"] for r in simulators}
-    assert len(simulators) == 3 and all(float(r["env_steps_per_s"]) > 0 for r in simulators)
+    for task in TASKS:  # every layer of every task, each relative to its task's bare physics
+        layers = {r["name"]: r for r in simulators if r["task"] == task}
+        assert RAW_SIMULATOR in layers and len(layers) >= 4
+        assert float(layers[RAW_SIMULATOR]["sample_vs_raw_per_runner"]) == 1.0
+        for r in layers.values():
+            ratio = float(r["env_steps_per_s"]) / float(layers[RAW_SIMULATOR]["env_steps_per_s"])
+            assert float(r["sample_vs_raw_per_runner"]) == pytest.approx(ratio, abs=1e-3)
     algos = {r["name"]: r for r in rows if r["section"] == "algorithm"}
     assert set(algos) == {*SMOKE_ALGOS, FISHER_VARIANT}
     for row in algos.values():
@@ -94,7 +99,7 @@ def test_throughput_smoke_writes_tables(tmp_path):
         ratio = float(r["env_steps_per_s"]) / float(r["raw_sim_env_steps_per_s"])
         assert float(r["sample_vs_raw_per_runner"]) == pytest.approx(ratio, abs=1e-3)
     markdown = (tmp_path / "throughput.md").read_text()
-    assert "Targets (issue 6" in markdown and "whole-loop HATRPO ≥ 3× PPO" in stdout
+    assert "Targets (issue 15" in markdown and "whole loop HATRPO ≥ 3× PPO" in stdout
     (provenance,) = json.loads((tmp_path / "throughput.json").read_text())
     assert (
         provenance["command"].startswith("python")
@@ -135,7 +140,14 @@ def test_learning_table_lists_pending_algorithms_and_seed_spread():
 
 def test_throughput_ratios():
     rows = [
-        {"section": "simulator", "name": RAW_SIMULATOR, "env_steps_per_s": 1000.0},
+        {
+            "section": "simulator",
+            "name": RAW_SIMULATOR,
+            "task": "HalfCheetah 2x3",
+            "env_steps_per_s": 1000.0,
+        },
+        {"section": "simulator", "name": RAW_SIMULATOR, "task": "Ant 4x2", "env_steps_per_s": 500},
+        {"section": "simulator", "name": "batched", "task": "Ant 4x2", "env_steps_per_s": 400.0},
         {
             "section": "algorithm",
             "name": "PPO",
@@ -155,17 +167,21 @@ def test_throughput_ratios():
         {"section": "scaling", "num_env_runners": 2, "env_steps_per_s": 1200.0},
         {
             "section": "scaling",
-            "num_env_runners": 2,
-            "env_steps_per_s": 1200.0,
+            "num_env_runners": 1,
+            "num_envs_per_env_runner": 20,
+            "env_steps_per_s": 600.0,
             "raw_sim_env_steps_per_s": 800.0,
         },
     ]
     throughput_report.add_ratios(rows)
-    assert rows[2]["whole_vs_ppo"] == 3.5 and rows[2]["memory_vs_ppo"] == 0.8
-    assert rows[2]["sample_vs_raw_per_runner"] == 0.6
-    assert rows[3]["sample_vs_raw_per_runner"] == 0.6
-    assert rows[4]["sample_vs_raw_per_runner"] == 0.75  # its own raw rate, not the section's
-    assert [line.split(" — ")[-1] for line in throughput_report.targets(rows)[2:]] == ["met"] * 3
+    assert rows[2]["sample_vs_raw_per_runner"] == 0.8  # Ant's layer against Ant's physics
+    assert rows[4]["whole_vs_ppo"] == 3.5 and rows[4]["memory_vs_ppo"] == 0.8
+    assert rows[4]["sample_vs_raw_per_runner"] == 0.6
+    assert rows[5]["sample_vs_raw_per_runner"] == 0.6
+    assert rows[6]["sample_vs_raw_per_runner"] == 0.75  # its own raw rate, not the section's
+    verdicts = throughput_report.targets(rows)[2:]
+    assert [line.split(" — ")[-1] for line in verdicts] == ["met"] * 3
+    assert "sampling (HalfCheetah 2x3, 1 × 20" in verdicts[1] and "0.75×" in verdicts[1]
 
 
 @pytest.mark.parametrize("local", [False, True])
