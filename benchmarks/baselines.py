@@ -74,11 +74,19 @@ REFERENCE = "HATRPO"
 PPO_BASELINE = "PPO"
 PPO_DEFAULTS = "PPO-default"
 
+HAPPO_HARL = "HAPPO-harl"
+
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "HATRPO-fisher0.1": ("HATRPO", {"training.fisher_fraction": 0.1}),
+    HAPPO_HARL: (
+        "HAPPO",
+        {"training.value_norm_per_minibatch": True, "training.truncation_bootstrap": "drop_last"},
+    ),
 }
-"""Our algorithms with one setting changed (the base experiment, its overrides): HATRPO with
-the Fisher-vector products on a tenth of the rows, as Schulman et al. 2015 (App. C) do."""
+"""Our algorithms with settings changed (the base experiment, its overrides): HATRPO with the
+Fisher-vector products on a tenth of the rows, as Schulman et al. 2015 (App. C) do; HAPPO with
+HARL's two by-design choices (the value normalizer updated on every critic minibatch, the last
+transition dropped at a time-limit truncation) instead of ours (issue 16)."""
 
 ALGORITHMS: tuple[str, ...] = ("HATRPO", "HAPPO", PPO_BASELINE, PPO_DEFAULTS, *VARIANTS)
 """Every name `algorithm_config` builds."""

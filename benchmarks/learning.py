@@ -58,6 +58,7 @@ from rllib_hatrpo.operations.checkpointing import restore_path, save_checkpoint
 
 CSV_FIELDS = [
     "algo",
+    "task",
     "seed",
     "env_steps",
     "eval_return",
@@ -67,8 +68,16 @@ CSV_FIELDS = [
     "time_s",
     "target_env_steps",
 ]
-"""Columns of the per-run and the combined CSV; `train_return` is RLlib's smoothed training
-team return (exploring, last 100 episodes), `time_s` the run's wall time so far."""
+"""Columns of the per-run and the combined CSV; `task` the env (MaMuJoCo: scenario and
+agent_conf), `train_return` RLlib's smoothed training team return (exploring, last 100
+episodes), `time_s` the run's wall time so far."""
+
+
+def task_of(config: Any) -> str:
+    """The task a config trains on: MaMuJoCo's scenario and agent_conf, else the env's name."""
+    env_config = config.env_config or {}
+    parts = [str(env_config[k]) for k in ("scenario", "agent_conf") if k in env_config]
+    return " ".join(parts) or str(config.env)
 
 DEFAULT_ALGOS = ("HATRPO", "HAPPO", PPO_BASELINE)
 
@@ -204,6 +213,7 @@ def train_one(
         def record(evaluation: tuple[float, int], train_ret: float | None) -> None:
             row = {
                 "algo": algo_name,
+                "task": task_of(config),
                 "seed": seed,
                 "env_steps": lifetime_env_steps(algo),
                 "eval_return": round(evaluation[0], 3),

@@ -45,7 +45,8 @@ def test_learning_smoke_writes_curves_plot_and_table(tmp_path):
     stdout = run_script("learning", tmp_path)
     rows = read_csv(tmp_path / "learning.csv")
     assert set(learning.CSV_FIELDS) <= set(rows[0])
-    assert {"algo", "seed", "env_steps", "eval_return"} <= set(rows[0])
+    assert {"algo", "task", "seed", "env_steps", "eval_return"} <= set(rows[0])
+    assert {r["task"] for r in rows} == {"HalfCheetah 2x3"}
     for algo in SMOKE_ALGOS:
         mine = [r for r in rows if r["algo"] == algo]
         # an evaluation before training and one at the end (400 env steps)
