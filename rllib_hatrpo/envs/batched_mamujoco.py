@@ -34,13 +34,19 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from rllib_hatrpo.envs.mamujoco import harl_observations, make_mamujoco_env, standardize
-from rllib_hatrpo.envs.mujoco_gather import FIELDS, GatherSpec, SourceLayout, probe_gather
+from rllib_hatrpo.envs.mamujoco import (
+    DEFAULT_CONFIG,
+    harl_observations,
+    make_mamujoco_env,
+    standardize,
+)
+from rllib_hatrpo.envs.mujoco_gather import GatherSpec, SourceLayout, probe_gather
 from rllib_hatrpo.envs.mujoco_tasks import VectorizedTask, vectorized_task
 from rllib_hatrpo.sampling.vector_env import Batch, TeamStep
 
 logger = logging.getLogger(__name__)
 _LOGGED: set[tuple] = set()
+"""The configurations whose fallback to `mamujoco_v1` copies was logged in this process."""
 
 
 class BatchedMaMuJoCo:
@@ -91,6 +97,8 @@ class BatchedMaMuJoCo:
         if task is not None:
             self._x_column = task.x_column(layout)
             self._terms = task.terms(layout)
+            # Gymnasium always computes the contact forces after a step; nothing else reads
+            # them, and the next step does not depend on them.
             self._rne = task.needs_contact_forces or "cfrc_ext" in layout.fields
 
     @property
@@ -184,25 +192,29 @@ def make_batched_mamujoco(env_config: Mapping[str, Any], num_envs: int) -> Batch
     """`num_envs` copies of the MaMuJoCo env of `env_config` stepped together, or None where
     only `mamujoco_v1` copies reproduce it (logged once per configuration)."""
     envs = [make_mamujoco_env({**env_config, "batched": False}) for _ in range(num_envs)]
-    built = _batched(envs, {**env_config})
+    built = _batched(envs, env_config)
     if isinstance(built, str):
-        key = tuple(sorted((k, repr(v)) for k, v in env_config.items()))
-        if key not in _LOGGED:
-            _LOGGED.add(key)
-            logger.info("MaMuJoCo %s: stepping mamujoco_v1 copies one by one (%s).", key, built)
+        cfg = {**DEFAULT_CONFIG, **env_config}
+        key = tuple(str(cfg[k]) for k in ("scenario", "agent_conf", "agent_obsk", "obs_mode"))
+        if (key, built) not in _LOGGED:
+            _LOGGED.add((key, built))
+            logger.info(
+                "MaMuJoCo %s %s (agent_obsk %s, obs_mode %s): stepping the mamujoco_v1 copies "
+                "one by one: %s.",
+                *key,
+                built,
+            )
         for env in envs:
             env.close()
         return None
     return built
 
 
-def _batched(envs: list[Any], env_config: dict[str, Any]) -> BatchedMaMuJoCo | str:
+def _batched(envs: list[Any], env_config: Mapping[str, Any]) -> BatchedMaMuJoCo | str:
     """The batched env, or why there is none."""
-    from rllib_hatrpo.envs.mamujoco import DEFAULT_CONFIG
-
     cfg = {**DEFAULT_CONFIG, **env_config}
     if cfg["render_mode"] is not None:
-        return "rendering"
+        return "rendering is done by the library's env"
     par = envs[0].par_env
     gym_env = par.single_agent_env.unwrapped
     scratch = mujoco.MjData(gym_env.model)
@@ -238,6 +250,3 @@ def _batched(envs: list[Any], env_config: dict[str, Any]) -> BatchedMaMuJoCo | s
     specs = [spec.restricted(layout, full) for spec in specs]
     state_spec = specs.pop(0) if task is not None else None
     return BatchedMaMuJoCo(envs, state_spec, specs or None, layout, task, cfg["obs_mode"])
-
-
-__all__ = ["FIELDS", "BatchedMaMuJoCo", "make_batched_mamujoco"]
