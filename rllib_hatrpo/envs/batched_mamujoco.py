@@ -42,7 +42,7 @@ from rllib_hatrpo.envs.mamujoco import (
 )
 from rllib_hatrpo.envs.mujoco_gather import GatherSpec, SourceLayout, probe_gather
 from rllib_hatrpo.envs.mujoco_tasks import VectorizedTask, vectorized_task
-from rllib_hatrpo.sampling.vector_env import Batch, TeamStep
+from rllib_hatrpo.envs.team_step import Batch, TeamStep
 
 logger = logging.getLogger(__name__)
 _LOGGED: set[tuple] = set()

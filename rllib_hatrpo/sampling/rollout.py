@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import tree
 
-from rllib_hatrpo.sampling.team_fragment import Obs, TeamFragment
-from rllib_hatrpo.sampling.vector_env import TeamStep
+from rllib_hatrpo.envs.team_step import Obs, TeamStep
+from rllib_hatrpo.sampling.team_fragment import TeamFragment
 
 
 class Rollout:

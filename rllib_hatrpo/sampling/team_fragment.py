@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 import tree
 
-Obs = np.ndarray | dict[str, np.ndarray]
-"""An agent's observation rows: an array, or {"observation": rows, "action_mask": rows}."""
+from rllib_hatrpo.envs.team_step import Obs
 
 
 def concat_rows(parts: list[Any]) -> Any:

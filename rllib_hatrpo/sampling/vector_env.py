@@ -18,7 +18,6 @@ An env may step its copies faster itself: :func:`make_team_vector_env` asks one 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -26,35 +25,10 @@ import numpy as np
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 from rllib_hatrpo.envs.parallel_state_env import GLOBAL_STATE_KEY
-from rllib_hatrpo.sampling.team_fragment import Obs
+from rllib_hatrpo.envs.team_step import Batch, Obs, TeamStep
 
 BATCHED_COPIES_HOOK = "make_batched_copies"
 """The optional env attribute ``make_batched_copies(num_envs) -> TeamVectorEnv-like | None``."""
-
-Batch = tuple[dict[str, Obs], np.ndarray]
-"""Observations per agent (rows = copies) and the global states (float32, rows = copies)."""
-
-
-@dataclass
-class TeamStep:
-    """The result of one step of every copy (rows = copies, agents in `TeamVectorEnv.agents`).
-
-    Attributes:
-        obs: Per agent, the observations to act on next (a reset copy's first ones).
-        states: The global states of those observations.
-        rewards: (copies, agents) float64 rewards of this step.
-        terminated: The copy's episode ended by termination in this step.
-        truncated: The copy's episode ended by truncation in this step.
-        final_states: Copy index -> global state after its episode's last step, for the copies
-            whose episode ended in this step.
-    """
-
-    obs: dict[str, Obs]
-    states: np.ndarray
-    rewards: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    final_states: dict[int, np.ndarray]
 
 
 class TeamVectorEnv:
