@@ -15,6 +15,7 @@ into a (copies, source) matrix and one clip.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -80,8 +81,9 @@ class GatherSpec:
             np.clip(gathered, self.low, self.high, out=gathered)
         return gathered
 
-    @property
+    @functools.cached_property
     def clipped(self) -> bool:
+        """Whether any entry is clipped."""
         return bool(np.isfinite(self.low).any() or np.isfinite(self.high).any())
 
     def restricted(self, layout: SourceLayout, full: SourceLayout) -> GatherSpec:
@@ -130,7 +132,7 @@ def probe_gather(
 
 
 def _write(data: mujoco.MjData, layout: SourceLayout, row: np.ndarray) -> None:
-    """Writes `row` into `data`'s fields (the inverse of `SourceLayout.fill`)."""
+    """Writes `row` into `data`'s fields (the inverse of `SourceLayout.copies`)."""
     for field, columns in layout.slices.items():
         target = getattr(data, field)
         target[...] = row[columns].reshape(target.shape)

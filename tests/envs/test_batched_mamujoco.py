@@ -31,8 +31,10 @@ NUM_STEPS = 1050
 SLOW_SCENARIOS = ("Humanoid", "HumanoidStandup", "ManySegmentAnt")
 """Stepped with one copy (the physics alone takes seconds; their episodes end early)."""
 
-FALLBACKS = {("Reacher", None, "local"), ("Reacher", "2x1", "local")} | {
-    ("InvertedDoublePendulum", None, "local")
+FALLBACKS = {
+    ("Reacher", None, "local"),
+    ("Reacher", "2x1", "local"),
+    ("InvertedDoublePendulum", None, "local"),
 }
 """Where observations are not gathers (Reacher's fingertip-to-target difference, the sines and
 cosines of InvertedDoublePendulum's state): `mamujoco_v1` copies are kept."""
