@@ -5,8 +5,9 @@ RLlib's generic `MultiAgentEnvRunner` spends most of its time outside the simula
 step it runs connector pipelines over dicts of single items, appends to episode objects agent
 by agent and logs metrics one value at a time. Our envs are all team envs (`ParallelStateEnv`:
 every agent acts at every step, the global state in every agent's info), which allows a much
-leaner loop. Per step of the `num_envs_per_env_runner` env copies (a `TeamVectorEnv` in this
-process), `TeamEnvRunner` makes one batched forward pass per policy module over all copies and
+leaner loop. Per step of the `num_envs_per_env_runner` env copies (stepped in this process by
+the env itself where it offers batched copies, as MaMuJoCo does, else by a `TeamVectorEnv`),
+`TeamEnvRunner` makes one batched forward pass per policy module over all copies and
 all agents mapped to that module, samples the actions (their mean with `explore=False`), maps
 them into the env's action space as RLlib's connectors would (`normalize_actions` unsquashes,
 else `clip_actions` clips) and writes observations, actions, states and team rewards into
