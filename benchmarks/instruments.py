@@ -117,7 +117,7 @@ def _simulator_layers(
     from rllib_hatrpo.sampling.vector_env import TeamVectorEnv
 
     config = {**task, "obs_mode": "global"}
-    probe = make_batched_mamujoco(config, num_envs)
+    probe = make_batched_mamujoco(config, 1)  # its action spaces only
     actions = random_actions(probe.action_spaces, steps // num_envs, num_envs, seed)
     probe.close()
 

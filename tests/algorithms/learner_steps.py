@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -29,8 +30,10 @@ CONFIGS = {
 }
 
 
-def fragments() -> list[TeamFragment]:
-    rng = np.random.default_rng(0)
+def random_fragments(ends: Iterable[tuple[int, bool]], seed: int = 0) -> list[TeamFragment]:
+    """Fragments of the two-agent sum-target team (2-dim observations, 1-dim actions, 4-dim
+    states) with random contents, one per (length, terminated) of `ends`."""
+    rng = np.random.default_rng(seed)
     return [
         TeamFragment(
             obs={a: rng.uniform(0, 1, (n, 2)).astype(np.float32) for a in AGENTS},
@@ -39,8 +42,13 @@ def fragments() -> list[TeamFragment]:
             rewards=rng.normal(0, 1, n),
             terminated=terminated,
         )
-        for n, terminated in ((60, True), (50, False), (40, False))
+        for n, terminated in ends
     ]
+
+
+def fragments() -> list[TeamFragment]:
+    """The fixed batch of the regression test: 150 rows in three fragments."""
+    return random_fragments(((60, True), (50, False), (40, False)))
 
 
 def updated_parameters(name: str) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from learner_steps import AGENTS, random_fragments
 from ray.rllib.core.columns import Columns
 from ray.tune.registry import register_env
 from toy_envs import make_sum_target
@@ -25,7 +26,6 @@ register_env("learner_sum_target", make_sum_target)
 GAMMA, LAMBDA = 0.9, 0.8
 # three fragments: one ended by termination (no bootstrap), two cut or truncated (bootstrap)
 LENGTHS, TERMINATED = [5, 3, 4], [True, False, False]
-AGENTS = ("a0", "a1")
 # the value normalizer's statistics set before the update: mean 3, variance 4
 NORM_MEAN, NORM_VAR = 3.0, 4.0
 
@@ -57,17 +57,7 @@ def algos(ray_session):
 
 
 def hand_made_fragments(seed: int = 0) -> list[TeamFragment]:
-    rng = np.random.default_rng(seed)
-    return [
-        TeamFragment(
-            obs={a: rng.uniform(0, 1, (n, 2)).astype(np.float32) for a in AGENTS},
-            actions={a: rng.normal(0, 0.5, (n, 1)).astype(np.float32) for a in AGENTS},
-            states=rng.uniform(-1, 1, (n + 1, 4)).astype(np.float32),
-            rewards=rng.normal(0, 1, n),
-            terminated=term,
-        )
-        for n, term in zip(LENGTHS, TERMINATED, strict=True)
-    ]
+    return random_fragments(zip(LENGTHS, TERMINATED, strict=True), seed)
 
 
 def gae_by_hand(fragments: list[TeamFragment], values: list[np.ndarray]) -> np.ndarray:
