@@ -52,7 +52,6 @@ class TeamVectorEnv:
     ) -> None:
         first = make_env() if first is None else first
         self.envs = [first, *(make_env() for _ in range(num_envs - 1))]
-        first = self.envs[0]
         self.agents: list[str] = list(first.possible_agents)
         self.observation_spaces: dict[str, gym.Space] = {
             a: first.get_observation_space(a) for a in self.agents
