@@ -19,7 +19,7 @@ from rllib_hatrpo.metrics import (
     SURROGATE_IMPROVEMENT,
     ProgressColumn,
 )
-from rllib_hatrpo.updates.trust_region import trust_region_step
+from rllib_hatrpo.updates.trust_region import Linearized, trust_region_step
 
 
 class HATRPOLearner(HeterogeneousAgentLearner):
@@ -61,7 +61,7 @@ class HATRPOLearner(HeterogeneousAgentLearner):
             rows = rows[: math.ceil(cfg.fisher_fraction * num_rows)]
             obs_rows = tree.map_structure(lambda x: x[rows], batch.obs)
             fisher_subsample = (
-                lambda: self._dist_inputs(module_id, obs_rows),
+                lambda: self._linearize(module_id, obs_rows),
                 mean_kl_from(batch.old_dist_inputs[rows]),
             )
         stats = trust_region_step(
@@ -75,6 +75,7 @@ class HATRPOLearner(HeterogeneousAgentLearner):
             line_search_steps=cfg.line_search_steps,
             backtrack_coeff=cfg.backtrack_coeff,
             accept_ratio=cfg.accept_ratio,
+            linearize_fn=lambda: self._linearize(module_id, batch.obs),
             fisher_subsample=fisher_subsample,
         )
         return {
@@ -84,3 +85,11 @@ class HATRPOLearner(HeterogeneousAgentLearner):
             LINE_SEARCH_STEPS: stats.line_search_steps,
             STEP_ACCEPTED: stats.step_accepted,
         }
+
+    def _linearize(self, module_id: str, obs: torch.Tensor) -> Linearized:
+        """The module's distribution inputs on `obs`, with their forward-mode product when the
+        module offers one (`ActorRLModule.linearize`; a custom RLModule need not)."""
+        module = self.module[module_id]
+        if hasattr(module, "linearize"):
+            return module.linearize(obs)
+        return self._dist_inputs(module_id, obs), None

@@ -15,6 +15,7 @@ from ray.rllib.core.distribution.torch.torch_distribution import (
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.annotations import override
 
+from rllib_hatrpo.modules.linearization import JVP, Tangents, linearize_layers
 from rllib_hatrpo.modules.networks import NETWORK_DEFAULTS, build_mlp, orthogonal_linear
 
 # A finite stand-in for −inf: masked actions get probability exactly 0 and the KL stays finite.
@@ -62,13 +63,43 @@ class ActorRLModule(TorchRLModule):
 
     @override(TorchRLModule)
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        obs = batch[Columns.OBS]
+        obs, mask = self._split(batch[Columns.OBS])
+        return {Columns.ACTION_DIST_INPUTS: self._dist_inputs(self.head(self.body(obs)), mask)}
+
+    def linearize(self, obs: Any) -> tuple[torch.Tensor, JVP]:
+        """The action distribution inputs on `obs` (as `forward_train` computes them, with
+        autograd) and their Jacobian-vector product at the current parameters, for the
+        trust-region step's Fisher-vector products."""
+        obs, mask = self._split(obs)
+        out, body_jvp = linearize_layers([*self.body, self.head], obs)
+
+        def jvp(tangents: Tangents) -> torch.Tensor:
+            d = body_jvp(tangents)
+            if mask is not None:
+                d = d.masked_fill(mask <= 0, 0.0)  # masked logits are constants
+            if self.action_dist_cls is TorchDiagGaussian:
+                # d log(sigmoid(s/x)·y) / ds = (1 − sigmoid(s/x)) / x
+                slope = (1.0 - torch.sigmoid(self.log_std.detach() / self.std_x_coef)) / (
+                    self.std_x_coef
+                )
+                d_log_std = slope * tangents.get(self.log_std, torch.zeros_like(slope))
+                d = torch.cat([d, d_log_std.expand_as(d)], dim=-1)
+            return d
+
+        return self._dist_inputs(out, mask), jvp
+
+    def _split(self, obs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The flat float observation rows and the action mask (None when unmasked)."""
+        mask = None
         if self.masked:
             obs, mask = obs["observation"], obs["action_mask"]
-        out = self.head(self.body(obs.reshape(obs.shape[0], -1).float()))
-        if self.masked:
+        return obs.reshape(obs.shape[0], -1).float(), mask
+
+    def _dist_inputs(self, out: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The head's output `out` made the action distribution's inputs."""
+        if mask is not None:
             out = out.masked_fill(mask <= 0, MASKED_LOGIT)  # masked actions get probability 0
         if self.action_dist_cls is TorchDiagGaussian:
             std = torch.sigmoid(self.log_std / self.std_x_coef) * self.std_y_coef  # bounded std
             out = torch.cat([out, torch.log(std).expand_as(out)], dim=-1)
-        return {Columns.ACTION_DIST_INPUTS: out}
+        return out

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Normal, kl_divergence
 
+from rllib_hatrpo.modules.linearization import linearize_layers
 from rllib_hatrpo.modules.networks import build_mlp
 from rllib_hatrpo.updates.trust_region import (
     TrustRegionStats,
@@ -366,7 +367,8 @@ class LayerNormGaussianPolicy(nn.Module):
         return torch.cat([mu, self.log_std.expand_as(mu)], dim=-1)
 
 
-def test_fisher_vector_product_equals_kl_hessian_through_a_layer_norm_mlp():
+@pytest.mark.parametrize("jvp_source", ["reverse-over-reverse", "linearize_layers"])
+def test_fisher_vector_product_equals_kl_hessian_through_a_layer_norm_mlp(jvp_source):
     torch.manual_seed(30)
     pol = LayerNormGaussianPolicy()
     names, params = zip(*pol.named_parameters(), strict=True)
@@ -383,7 +385,17 @@ def test_fisher_vector_product_equals_kl_hessian_through_a_layer_norm_mlp():
         return kl_fn(torch.func.functional_call(pol, weights, (obs,)))
 
     hess = torch.autograd.functional.hessian(kl_of_theta, _flat(params))
-    fvp = fisher_vector_product(pol(obs), kl_fn, params, 0.0)
+    if jvp_source == "linearize_layers":  # the actors' forward-mode product on kept intermediates
+        mu, body_jvp = linearize_layers([*pol.body, pol.head], obs)
+        dist_inputs = torch.cat([mu, pol.log_std.expand_as(mu)], dim=-1)
+
+        def jvp(tangents):
+            d_mu = body_jvp(tangents)
+            return torch.cat([d_mu, tangents[pol.log_std].expand_as(d_mu)], dim=-1)
+
+        fvp = fisher_vector_product(dist_inputs, kl_fn, params, 0.0, jvp)
+    else:
+        fvp = fisher_vector_product(pol(obs), kl_fn, params, 0.0)
     gen = torch.Generator().manual_seed(31)
     for _ in range(3):
         v = torch.randn(len(hess), generator=gen, dtype=F64)
@@ -587,8 +599,8 @@ def _gauss_problem(seed: int, n: int = 64, zero_adv: bool = False):
         return lambda dist_inputs: kl_divergence(old, _normal(dist_inputs)).sum(-1).mean()
 
     def fisher_subsample(rows):
-        """The (dist_inputs_fn, kl_fn) pair of `rows` alone."""
-        return (lambda: pol.dist_inputs(obs[rows]), kl_fn_on(rows))
+        """The (linearize_fn, kl_fn) pair of `rows` alone (J v by reverse-over-reverse)."""
+        return (lambda: (pol.dist_inputs(obs[rows]), None), kl_fn_on(rows))
 
     # independent closed-form versions as functions of the flat parameter vector
     def surr_of_theta(theta):
