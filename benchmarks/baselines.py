@@ -2,10 +2,11 @@
 `tune_configs/` experiment files, and RLlib's PPO as the baseline (issue 6).
 
 Both `benchmarks/throughput.py` and `benchmarks/learning.py` build every config here, so the
-three algorithms always share the env (`mamujoco`, HalfCheetah 2x3, `obs_mode: global`), the
-EnvRunner count, the envs per EnvRunner, the rollout fragment and the train batch: PPO copies
-them from the HATRPO experiment file (`tune_configs/hatrpo_halfcheetah_2x3.yaml`) after the same
-overrides, instead of repeating the numbers.
+three algorithms always share the env (`mamujoco`, HalfCheetah 2x3 unless a task from `TASKS` is
+named, `obs_mode: global`), the EnvRunner count, the envs per EnvRunner, the rollout fragment
+and the train batch: PPO copies them from the HATRPO experiment file of the task
+(`tune_configs/hatrpo_halfcheetah_2x3.yaml`) after the same overrides, instead of repeating the
+numbers.
 
 The PPO baseline is RLlib 2.60's own `PPO` on the new API stack with one policy per agent
 (independent learners: each agent's policy and value function see that agent's observation,
@@ -62,11 +63,23 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TUNE_CONFIGS = REPO_ROOT / "tune_configs"
 
-EXPERIMENT_FILES: dict[str, Path] = {
-    "HATRPO": TUNE_CONFIGS / "hatrpo_halfcheetah_2x3.yaml",
-    "HAPPO": TUNE_CONFIGS / "happo_halfcheetah_2x3.yaml",
-}
-"""Our algorithms, each with HARL's tuned HalfCheetah 2x3 settings."""
+HA_ALGORITHMS = ("HATRPO", "HAPPO")
+"""Our algorithms the benchmarks run, each from its experiment file with HARL's tuned settings."""
+
+TASKS = ("halfcheetah_2x3", "walker2d_2x3", "ant_4x2", "hopper_3x1")
+"""The MaMuJoCo tasks with an experiment file for each of `HA_ALGORITHMS` that the learning
+benchmark runs (issue 16); every other benchmark runs the first."""
+DEFAULT_TASK = TASKS[0]
+
+
+def experiment_file(algo: str, task: str = DEFAULT_TASK) -> Path:
+    """`tune_configs/<algo>_<task>.yaml`: `algo` with HARL's tuned settings for `task`."""
+    if algo not in HA_ALGORITHMS:
+        raise ValueError(f"algo={algo!r}: no experiment file; allowed: {list(HA_ALGORITHMS)}")
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} is not benchmarked; allowed: {list(TASKS)}")
+    return TUNE_CONFIGS / f"{algo.lower()}_{task}.yaml"
+
 
 REFERENCE = "HATRPO"
 """The experiment whose env, EnvRunners, batch, network, γ, λ and seed the PPO configs copy."""
@@ -88,7 +101,7 @@ Fisher-vector products on a tenth of the rows, as Schulman et al. 2015 (App. C) 
 HARL's two by-design choices (the value normalizer updated on every critic minibatch, the last
 transition dropped at a time-limit truncation) instead of ours (issue 16)."""
 
-ALGORITHMS: tuple[str, ...] = ("HATRPO", "HAPPO", PPO_BASELINE, PPO_DEFAULTS, *VARIANTS)
+ALGORITHMS: tuple[str, ...] = (*HA_ALGORITHMS, PPO_BASELINE, PPO_DEFAULTS, *VARIANTS)
 """Every name `algorithm_config` builds."""
 
 PPO_TRAINING: dict[str, Any] = {
@@ -110,12 +123,12 @@ Overrides = Mapping[str, Any] | Sequence[tuple[str, Any]]
 `{"env_runners.num_env_runners": 0, "training.train_batch_size_per_learner": 400}`."""
 
 
-def load_ha_experiment(algo: str, overrides: Overrides = ()) -> Experiment:
-    """The experiment file of HATRPO or HAPPO with `overrides` applied and checked (the same
-    parsing and validation as `rllib-hatrpo train`)."""
-    if algo not in EXPERIMENT_FILES:
-        raise ValueError(f"algo={algo!r}: no experiment file; allowed: {list(EXPERIMENT_FILES)}")
-    return load_experiment(EXPERIMENT_FILES[algo], overrides)
+def load_ha_experiment(
+    algo: str, overrides: Overrides = (), task: str = DEFAULT_TASK
+) -> Experiment:
+    """The experiment file of HATRPO or HAPPO on `task` with `overrides` applied and checked
+    (the same parsing and validation as `rllib-hatrpo train`)."""
+    return load_experiment(experiment_file(algo, task), overrides)
 
 
 def ppo_config(reference: Experiment | None = None, *, rllib_defaults: bool = False) -> PPOConfig:
@@ -173,23 +186,25 @@ def ppo_config(reference: Experiment | None = None, *, rllib_defaults: bool = Fa
     return config
 
 
-def algorithm_config(name: str, overrides: Overrides = ()) -> AlgorithmConfig:
-    """The config of one of :data:`ALGORITHMS` with `overrides` applied.
+def algorithm_config(
+    name: str, overrides: Overrides = (), task: str = DEFAULT_TASK
+) -> AlgorithmConfig:
+    """The config of one of :data:`ALGORITHMS` on `task` with `overrides` applied.
 
     For HATRPO and HAPPO the overrides apply to their own experiment file; for the PPO configs
     to the reference (HATRPO) file, before its settings are copied, so one override (e.g.
     `env_runners.num_envs_per_env_runner`) changes all algorithms alike. Overrides of keys PPO
     has no counterpart for (`training.kl_threshold`) leave PPO unchanged.
     """
-    if name in EXPERIMENT_FILES:
-        return load_ha_experiment(name, overrides).build_config()
+    if name in HA_ALGORITHMS:
+        return load_ha_experiment(name, overrides, task).build_config()
     if name in VARIANTS:
         base, changes = VARIANTS[name]
         pairs = overrides.items() if isinstance(overrides, Mapping) else overrides
-        return load_ha_experiment(base, [*changes.items(), *pairs]).build_config()
+        return load_ha_experiment(base, [*changes.items(), *pairs], task).build_config()
     if name in (PPO_BASELINE, PPO_DEFAULTS):
         return ppo_config(
-            load_ha_experiment(REFERENCE, overrides), rllib_defaults=name == PPO_DEFAULTS
+            load_ha_experiment(REFERENCE, overrides, task), rllib_defaults=name == PPO_DEFAULTS
         )
     raise ValueError(f"algorithm {name!r} is unknown; allowed: {', '.join(ALGORITHMS)}")
 

@@ -1,7 +1,8 @@
-"""Learning curves of HATRPO, HAPPO and RLlib's PPO on MaMuJoCo HalfCheetah 2x3 (issue 6).
+"""Learning curves of HATRPO, HAPPO and RLlib's PPO on MaMuJoCo (issues 6 and 16).
 
-Each (algorithm, seed) run trains with HARL's tuned settings (`tune_configs/`, `obs_mode:
-global`; PPO as defined in `benchmarks/baselines.py`) for `--env-steps` env steps and
+Each (algorithm, seed) run trains on `--task` (default HalfCheetah 2x3) with HARL's tuned
+settings for it (`tune_configs/<algo>_<task>.yaml`, `obs_mode: global`; PPO as defined in
+`benchmarks/baselines.py`) for `--env-steps` env steps and
 evaluates every `--eval-every` env steps (and before training) with `--eval-episodes` episodes
 acting with each policy's mean action (`explore: False`), on RLlib's evaluation EnvRunner in
 the driver. The evaluation return is the team return (the mean over agents of their episode
@@ -13,6 +14,8 @@ Usage:
     python -m benchmarks.learning --algos HATRPO HAPPO PPO --env-steps 10000000 \\
         --seeds 0 1 2 3 4 --set env_runners.num_env_runners=4 \\
         --set env_runners.num_envs_per_env_runner=5     # 16+ cores: the full reproduction
+    python -m benchmarks.learning --algos HATRPO HAPPO --task walker2d_2x3 \\
+        --env-steps 2000000 --out-dir benchmarks/results/walker2d_2x3_2m
     python -m benchmarks.learning --report-only        # re-draw the table and plot
     python -m benchmarks.learning --smoke --out-dir /tmp/x   # seconds: exercises the code
 
@@ -50,7 +53,15 @@ from ray.rllib.utils.metrics import (
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
 )
 
-from benchmarks.baselines import ALGORITHMS, PPO_BASELINE, RESULTS_DIR, Overrides, algorithm_config
+from benchmarks.baselines import (
+    ALGORITHMS,
+    DEFAULT_TASK,
+    PPO_BASELINE,
+    RESULTS_DIR,
+    TASKS,
+    Overrides,
+    algorithm_config,
+)
 from benchmarks.provenance import provenance, write_provenance
 from rllib_hatrpo.app.experiment import parse_override
 from rllib_hatrpo.metrics import team_return
@@ -79,11 +90,18 @@ def task_of(config: Any) -> str:
     parts = [str(env_config[k]) for k in ("scenario", "agent_conf") if k in env_config]
     return " ".join(parts) or str(config.env)
 
+
 DEFAULT_ALGOS = ("HATRPO", "HAPPO", PPO_BASELINE)
 
-HARL_10M = {"HAPPO": 7000, "HATRPO": 5400, "MAPPO": 6850}
-"""HARL's published HalfCheetah 2x3 returns at 10M env steps (MuJoCo v2 physics; read off
-HARL's curves, ±200; see /work/shared/reference-settings.md)."""
+HARL_V2: dict[str, dict[str, tuple[int, int, int]]] = {
+    "HalfCheetah 2x3": {"HATRPO": (1700, 2600, 5400), "HAPPO": (3000, 4500, 7000)},
+    "Ant 4x2": {"HATRPO": (1600, 2250, 5000), "HAPPO": (1900, 2900, 5950)},
+    "Walker2d 2x3": {"HATRPO": (1000, 1450, 3700), "HAPPO": (1300, 1300, 5400)},
+    "Hopper 3x1": {"HATRPO": (1600, 3100, 3500), "HAPPO": (2300, 3200, 3500)},
+}
+"""HARL's published returns at 1M / 2M / 10M env steps per task (MuJoCo v2 physics; read off
+HARL's JMLR curves, ±10% at 1M and 2M, ±200 at 10M; see /work/shared/reference-settings.md)."""
+DEFAULT_TASK_NAME = "HalfCheetah 2x3"
 
 SMOKE_OVERRIDES: dict[str, Any] = {
     "env_runners.num_env_runners": 0,
@@ -99,10 +117,12 @@ def evaluation_overrides(eval_every_iterations: int, episodes: int) -> dict[str,
     """The experiment's `evaluation` section for this benchmark: every N iterations on the
     driver's evaluation EnvRunner, `episodes` episodes with the mean action.
 
-    The evaluation runs the largest number of envs (at most 20) that divides `episodes`: all
-    MaMuJoCo HalfCheetah episodes last 1,000 steps, so every round of envs ends together and
-    exactly `episodes` episodes finish. The metrics window equals the episode count, so the
-    reported return averages exactly this evaluation's episodes.
+    The evaluation runs the largest number of envs (at most 20) that divides `episodes` and
+    stops when exactly `episodes` episodes have ended. All MaMuJoCo HalfCheetah episodes last
+    1,000 steps, so every round of envs ends together; on tasks that terminate early (Hopper,
+    Walker2d, Ant) the first `episodes` to end are counted, as HARL's evaluation counts them. The
+    metrics window equals the episode count, so the reported return averages exactly this
+    evaluation's episodes.
     """
     envs = max(n for n in range(1, min(episodes, 20) + 1) if episodes % n == 0)
     return {
@@ -167,6 +187,7 @@ def train_one(
     out_dir: Path,
     overrides: Overrides,
     fresh: bool,
+    task: str = DEFAULT_TASK,
     log=print,
 ) -> list[dict[str, Any]]:
     """Trains one (algorithm, seed) run to `env_steps`, evaluating on the way; returns its rows.
@@ -182,12 +203,13 @@ def train_one(
         for path in (checkpoint, *checkpoint.parent.glob(f"{name}.*")):
             shutil.rmtree(path, ignore_errors=True)
 
-    probe = algorithm_config(algo_name, dict(overrides))
+    probe = algorithm_config(algo_name, dict(overrides), task)
     batch = int(probe.train_batch_size_per_learner)
     every_iterations = max(1, round(eval_every / batch))
     config = algorithm_config(
         algo_name,
         {**dict(overrides), "seed": seed, **evaluation_overrides(every_iterations, eval_episodes)},
+        task,
     )
     algo = config.build_algo()
     try:
@@ -270,13 +292,23 @@ def collect(out_dir: Path) -> list[dict[str, str]]:
     )
 
 
+def task_name(rows: Sequence[dict[str, str]]) -> str:
+    """The task of `rows` (all from one task), HalfCheetah 2x3 when they do not say."""
+    tasks = {r.get("task") for r in rows} - {None, ""}
+    if len(tasks) > 1:
+        raise ValueError(f"rows of several tasks in one report: {sorted(tasks)}")
+    return tasks.pop() if tasks else DEFAULT_TASK_NAME
+
+
 def summary_table(rows: Sequence[dict[str, str]], expected: Sequence[str] = DEFAULT_ALGOS) -> str:
     """Markdown: per algorithm, its seeds, the final evaluation (mean ± std over seeds at each
     seed's last row), the best evaluation, whether the runs reached their target, and HARL's
-    10M-step figure. Algorithms of `expected` without rows are listed as pending."""
+    figures at 1M / 2M / 10M env steps on the task. Algorithms of `expected` without rows are
+    listed as pending."""
+    harl_figures = HARL_V2.get(task_name(rows), {})
     lines = [
         "| algorithm | seeds | env steps | final eval return | best eval return | status "
-        "| HARL at 10M (v2 physics) |",
+        "| HARL at 1M / 2M / 10M (v2 physics) |",
         "|---|---|---:|---:|---:|---|---:|",
     ]
     order = {name: i for i, name in enumerate(ALGORITHMS)}
@@ -286,7 +318,7 @@ def summary_table(rows: Sequence[dict[str, str]], expected: Sequence[str] = DEFA
     )
     for algo in algos:
         mine = [r for r in rows if r["algo"] == algo]
-        harl = f"{HARL_10M[algo]:,}" if algo in HARL_10M else "–"
+        harl = " / ".join(f"{x:,}" for x in harl_figures[algo]) if algo in harl_figures else "–"
         if not mine:
             lines.append(f"| {algo} | – | – | – | – | pending | {harl} |")
             continue
@@ -329,7 +361,7 @@ def plot(rows: Sequence[dict[str, str]], png_path: Path) -> Path:
         ax.plot(common, means, color=color, lw=2.2, label=f"{algo} ({seeds})")
     ax.set_xlabel("env steps")
     ax.set_ylabel("evaluation team return (mean action)")
-    ax.set_title("MaMuJoCo HalfCheetah 2x3 (obs_mode global)")
+    ax.set_title(f"MaMuJoCo {task_name(rows)} (obs_mode global)")
     ax.grid(alpha=0.3)
     if rows:
         ax.legend()
@@ -347,7 +379,7 @@ def report(out_dir: Path, expected: Sequence[str] = DEFAULT_ALGOS) -> str:
     plot(rows, out_dir / "learning.png")
     table = summary_table(rows, expected)
     (out_dir / "learning.md").write_text(
-        "MaMuJoCo HalfCheetah 2x3, obs_mode global, HARL's settings (tune_configs/; PPO: "
+        f"MaMuJoCo {task_name(rows)}, obs_mode global, HARL's settings (tune_configs/; PPO: "
         "benchmarks/baselines.py). Evaluation: mean action, team return.\n\n" + table + "\n"
     )
     return table
@@ -358,6 +390,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--algos", nargs="+", default=list(DEFAULT_ALGOS), choices=ALGORITHMS)
+    parser.add_argument(
+        "--task",
+        default=DEFAULT_TASK,
+        choices=TASKS,
+        help="the MaMuJoCo task, from tune_configs/<algo>_<task>.yaml (default %(default)s)",
+    )
     parser.add_argument("--env-steps", type=int, help="per run (default 1,000,000)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument(
@@ -412,6 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         eval_episodes=args.eval_episodes,
                         out_dir=args.out_dir,
                         overrides=overrides,
+                        task=args.task,
                         fresh=args.fresh,
                         log=lambda line: print(line, flush=True),
                     )

@@ -65,6 +65,18 @@ def test_learning_smoke_writes_curves_plot_and_table(tmp_path):
 
 
 @pytest.mark.slow
+def test_learning_smoke_on_another_task_uses_its_experiment_file(tmp_path):
+    run_script("learning", tmp_path, "--algos", "HAPPO", "--task", "hopper_3x1")
+    rows = read_csv(tmp_path / "learning.csv")
+    assert {(r["algo"], r["task"]) for r in rows} == {("HAPPO", "Hopper 3x1")}
+    table = (tmp_path / "learning.md").read_text()
+    assert table.startswith("MaMuJoCo Hopper 3x1,")
+    assert "| complete | 2,300 / 3,200 / 3,500 |" in table  # HARL's Hopper 3x1 HAPPO
+    config = algorithm_config("HAPPO", task="hopper_3x1")
+    assert config.ppo_epochs == 10 and config.env_config["scenario"] == "Hopper"
+
+
+@pytest.mark.slow
 def test_throughput_smoke_writes_tables(tmp_path):
     stdout = run_script("throughput", tmp_path)
     rows = read_csv(tmp_path / "throughput.csv")
@@ -135,7 +147,13 @@ def test_learning_table_lists_pending_algorithms_and_seed_spread():
         for s, n, r in (("0", "0", "1"), ("0", "100", "10"), ("1", "0", "2"), ("1", "100", "20"))
     ]
     table = learning.summary_table(rows, expected=("HATRPO", "PPO"))
-    assert "| HATRPO | – | – | – | – | pending | 5,400 |" in table
+    assert "| HATRPO | – | – | – | – | pending | 1,700 / 2,600 / 5,400 |" in table
+    walker = [{**row, "task": "Walker2d 2x3"} for row in rows]
+    assert "| HATRPO | – | – | – | – | pending | 1,000 / 1,450 / 3,700 |" in (
+        learning.summary_table(walker, expected=("HATRPO", "PPO"))
+    )
+    with pytest.raises(ValueError, match="several tasks"):
+        learning.summary_table([*walker, {**rows[0], "task": "HalfCheetah 2x3"}])
     assert "| PPO | 0, 1 | 100 | 15.0 ± 7.1 | 20.0 | complete | – |" in table
 
 
