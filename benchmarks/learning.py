@@ -337,6 +337,37 @@ def summary_table(rows: Sequence[dict[str, str]], expected: Sequence[str] = DEFA
     return "\n".join(lines)
 
 
+HARL_STEPS = (1_000_000, 2_000_000, 10_000_000)
+"""The env steps HARL's figures are read at (`HARL_V2`)."""
+
+
+def milestone_table(rows: Sequence[dict[str, str]]) -> str:
+    """Markdown: per algorithm, the evaluation return at 1M, 2M and 10M env steps (mean ± std
+    over the seeds that evaluated there, and their count) beside HARL's figures, and the wall
+    time of the runs so far."""
+    harl_figures = HARL_V2.get(task_name(rows), {})
+    lines = [
+        "| algorithm | 1M | 2M | 10M | HARL 1M / 2M / 10M (v2 physics) | wall time per run |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for algo in dict.fromkeys(r["algo"] for r in rows):
+        mine = [r for r in rows if r["algo"] == algo]
+        cells = []
+        for steps in HARL_STEPS:
+            values = [float(r["eval_return"]) for r in mine if int(r["env_steps"]) == steps]
+            spread = f" ± {statistics.stdev(values):,.0f}" if len(values) > 1 else ""
+            mean = f"{statistics.fmean(values):,.0f}{spread} (n={len(values)})" if values else "–"
+            cells.append(mean)
+        seeds = sorted({int(r["seed"]) for r in mine})
+        last = [[r for r in mine if int(r["seed"]) == s][-1] for s in seeds]
+        hours = ", ".join(
+            f"{float(r['time_s']) / 3600:.1f} h to {int(r['env_steps']) / 1e6:g}M" for r in last
+        )
+        harl = " / ".join(f"{x:,}" for x in harl_figures[algo]) if algo in harl_figures else "–"
+        lines.append(f"| {algo} | {' | '.join(cells)} | {harl} | {hours} |")
+    return "\n".join(lines)
+
+
 def plot(rows: Sequence[dict[str, str]], png_path: Path) -> Path:
     """Evaluation return vs env steps: one thin line per seed, a thick mean per algorithm
     (where all its seeds evaluated at the same env steps)."""
@@ -373,14 +404,16 @@ def plot(rows: Sequence[dict[str, str]], png_path: Path) -> Path:
 
 
 def report(out_dir: Path, expected: Sequence[str] = DEFAULT_ALGOS) -> str:
-    """Writes learning.csv, learning.png and learning.md from all runs; returns the table."""
+    """Writes learning.csv, learning.png and learning.md (the summary and the milestone table)
+    from all runs; returns the summary table."""
     rows = collect(out_dir)
     write_rows(out_dir / "learning.csv", rows)
     plot(rows, out_dir / "learning.png")
     table = summary_table(rows, expected)
     (out_dir / "learning.md").write_text(
         f"MaMuJoCo {task_name(rows)}, obs_mode global, HARL's settings (tune_configs/; PPO: "
-        "benchmarks/baselines.py). Evaluation: mean action, team return.\n\n" + table + "\n"
+        "benchmarks/baselines.py). Evaluation: mean action, team return.\n\n"
+        f"{table}\n\n{milestone_table(rows)}\n"
     )
     return table
 

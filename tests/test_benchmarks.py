@@ -157,6 +157,24 @@ def test_learning_table_lists_pending_algorithms_and_seed_spread():
     assert "| PPO | 0, 1 | 100 | 15.0 ± 7.1 | 20.0 | complete | – |" in table
 
 
+def test_milestone_table_averages_the_seeds_at_1m_2m_10m_beside_harl():
+    rows = [
+        {"algo": "HAPPO", "seed": seed, "env_steps": steps, "eval_return": ret, "time_s": t}
+        for seed, steps, ret, t in (
+            ("0", "1000000", "100", "900"),
+            ("0", "2000000", "300", "1800"),
+            ("1", "1000000", "200", "1000"),
+            ("1", "1100000", "250", "1100"),
+        )
+    ]
+    table = learning.milestone_table(rows)
+    # 1M: mean 150, sample std 70.7 of (100, 200); 2M: seed 0 alone; 10M: nobody yet
+    assert (
+        "| HAPPO | 150 ± 71 (n=2) | 300 (n=1) | – | 3,000 / 4,500 / 7,000 "
+        "| 0.5 h to 2M, 0.3 h to 1.1M |"
+    ) in table
+
+
 def test_throughput_ratios():
     rows = [
         {
