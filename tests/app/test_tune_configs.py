@@ -86,6 +86,20 @@ def test_harl_learning_rate_decay_is_a_schedule_of_actors_and_critic_alike():
     assert load_experiment(CONFIGS / "hatrpo_hopper_3x1.yaml").training["kl_threshold"] == 0.001
 
 
+def test_the_critic_clips_its_value_loss_with_harls_clip_param():
+    """HARL's critic takes `clip_param` from the algorithm's section of the tuned file: HAPPO's
+    PPO clip (0.05 on HalfCheetah 2x3), HATRPO's 0.2."""
+    for path in FILES:
+        experiment = load_experiment(path)
+        config = experiment.build_config()
+        if experiment.algorithm == "HAPPO":
+            assert config.value_clip == config.clip_param, path.name
+        elif experiment.algorithm == "HATRPO":
+            assert config.value_clip == 0.2, path.name
+    happo = load_experiment(CONFIGS / "happo_halfcheetah_2x3.yaml").build_config()
+    assert happo.value_clip == happo.clip_param == 0.05
+
+
 def test_quick_file_is_the_make_train_default():
     experiment = load_experiment(QUICK)
     config = experiment.build_config()
