@@ -110,12 +110,12 @@ def linearize_layers(layers: Sequence[nn.Module], x: Tensor) -> tuple[Tensor, JV
             raise TypeError(f"no Jacobian-vector product for layer {layer}")
         x, step = linearizer(layer, x)
         steps.append(step)
-    out_shape, out_dtype = x.shape, x.dtype
+    zeros = x.detach().new_zeros(())
 
     def jvp(tangents: Tangents) -> Tensor:
         d = None
         for step in steps:
             d = step(d, tangents)
-        return torch.zeros(out_shape, dtype=out_dtype) if d is None else d
+        return zeros.expand(x.shape) if d is None else d
 
     return x, jvp
