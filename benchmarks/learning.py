@@ -370,12 +370,14 @@ def milestone_table(rows: Sequence[dict[str, str]]) -> str:
 
 def plot(rows: Sequence[dict[str, str]], png_path: Path) -> Path:
     """Evaluation return vs env steps: one thin line per seed, a thick mean per algorithm
-    (where all its seeds evaluated at the same env steps)."""
+    and a band from the lowest to the highest seed (where all its seeds evaluated at the same
+    env steps), and HARL's published figures on the task as markers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    harl_figures = HARL_V2.get(task_name(rows), {})
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for i, algo in enumerate(dict.fromkeys(r["algo"] for r in rows)):
         color = f"C{i}"
@@ -390,6 +392,20 @@ def plot(rows: Sequence[dict[str, str]], png_path: Path) -> Path:
         means = [statistics.fmean(c[s] for c in curves.values()) for s in common]
         seeds = f"{len(curves)} seed" + ("s" if len(curves) > 1 else "")
         ax.plot(common, means, color=color, lw=2.2, label=f"{algo} ({seeds})")
+        if len(curves) > 1:
+            low = [min(c[s] for c in curves.values()) for s in common]
+            high = [max(c[s] for c in curves.values()) for s in common]
+            ax.fill_between(common, low, high, color=color, alpha=0.15, lw=0)
+        if algo in harl_figures:
+            ax.plot(
+                HARL_STEPS,
+                harl_figures[algo],
+                ls="none",
+                marker="*",
+                ms=11,
+                color=color,
+                label=f"{algo}, HARL (v2 physics)",
+            )
     ax.set_xlabel("env steps")
     ax.set_ylabel("evaluation team return (mean action)")
     ax.set_title(f"MaMuJoCo {task_name(rows)} (obs_mode global)")
