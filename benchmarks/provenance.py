@@ -1,5 +1,6 @@
 """Where a results file came from, written beside it as JSON: the commit (and whether the tree
-had changes), the command, the machine, the versions, the date and a free-text note."""
+had changes), the command, the environment variables that change its figures, the machine, the
+versions, the date and a free-text note."""
 
 from __future__ import annotations
 
@@ -15,9 +16,13 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+SETTINGS_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAY_worker_niceness")
+"""Environment variables that change a run's speed (thread counts, Ray's worker niceness) or,
+through the thread count, its float rounding and so its trajectory."""
+
 
 def provenance(note: str = "") -> dict[str, Any]:
-    """This run's commit, command, machine, versions, date and `note`."""
+    """This run's commit, command, settings variables, machine, versions, date and `note`."""
     import mujoco
     import ray
     import torch
@@ -30,6 +35,9 @@ def provenance(note: str = "") -> dict[str, Any]:
         "commit": git("rev-parse", "--short", "HEAD") or "unknown",
         "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
         "command": shlex.join([Path(sys.executable).name, "-m", _module(), *sys.argv[1:]]),
+        "environment": " ".join(
+            f"{name}={os.environ[name]}" for name in SETTINGS_VARIABLES if name in os.environ
+        ),
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, "
         f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
         "versions": f"Python {platform.python_version()}, Ray {ray.__version__}, torch "

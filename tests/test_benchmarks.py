@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import learning, profile_sampling, throughput_report
+from benchmarks import learning, profile_sampling, provenance, throughput_report
 from benchmarks.baselines import algorithm_config
 from benchmarks.instruments import RAW_SIMULATOR, TASKS
 
@@ -155,6 +155,13 @@ def test_learning_table_lists_pending_algorithms_and_seed_spread():
     with pytest.raises(ValueError, match="several tasks"):
         learning.summary_table([*walker, {**rows[0], "task": "HalfCheetah 2x3"}])
     assert "| PPO | 0, 1 | 100 | 15.0 ± 7.1 | 20.0 | complete | – |" in table
+
+
+def test_provenance_names_the_settings_variables_of_the_run(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for name in ("MKL_NUM_THREADS", "RAY_worker_niceness"):
+        monkeypatch.delenv(name, raising=False)
+    assert provenance.provenance()["environment"] == "OMP_NUM_THREADS=1"
 
 
 def test_milestone_table_averages_the_seeds_at_1m_2m_10m_beside_harl():
