@@ -101,6 +101,8 @@ HARL_V2: dict[str, dict[str, tuple[int, int, int]]] = {
 }
 """HARL's published returns at 1M / 2M / 10M env steps per task (MuJoCo v2 physics; read off
 HARL's JMLR curves, ±10% at 1M and 2M, ±200 at 10M; see /work/shared/reference-settings.md)."""
+HARL_STEPS = (1_000_000, 2_000_000, 10_000_000)
+"""The env steps HARL's figures are read at (`HARL_V2`)."""
 DEFAULT_TASK_NAME = "HalfCheetah 2x3"
 
 SMOKE_OVERRIDES: dict[str, Any] = {
@@ -300,12 +302,22 @@ def task_name(rows: Sequence[dict[str, str]]) -> str:
     return tasks.pop() if tasks else DEFAULT_TASK_NAME
 
 
+def harl_figures(rows: Sequence[dict[str, str]]) -> dict[str, tuple[int, int, int]]:
+    """HARL's figures (`HARL_V2`) per algorithm on the task of `rows` ({} if it has none)."""
+    return HARL_V2.get(task_name(rows), {})
+
+
+def harl_cell(figures: dict[str, tuple[int, int, int]], algo: str) -> str:
+    """A table cell of `algo`'s figures at 1M / 2M / 10M, or – where HARL has none."""
+    return " / ".join(f"{x:,}" for x in figures[algo]) if algo in figures else "–"
+
+
 def summary_table(rows: Sequence[dict[str, str]], expected: Sequence[str] = DEFAULT_ALGOS) -> str:
     """Markdown: per algorithm, its seeds, the final evaluation (mean ± std over seeds at each
     seed's last row), the best evaluation, whether the runs reached their target, and HARL's
     figures at 1M / 2M / 10M env steps on the task. Algorithms of `expected` without rows are
     listed as pending."""
-    harl_figures = HARL_V2.get(task_name(rows), {})
+    figures = harl_figures(rows)
     lines = [
         "| algorithm | seeds | env steps | final eval return | best eval return | status "
         "| HARL at 1M / 2M / 10M (v2 physics) |",
@@ -318,7 +330,7 @@ def summary_table(rows: Sequence[dict[str, str]], expected: Sequence[str] = DEFA
     )
     for algo in algos:
         mine = [r for r in rows if r["algo"] == algo]
-        harl = " / ".join(f"{x:,}" for x in harl_figures[algo]) if algo in harl_figures else "–"
+        harl = harl_cell(figures, algo)
         if not mine:
             lines.append(f"| {algo} | – | – | – | – | pending | {harl} |")
             continue
@@ -337,15 +349,11 @@ def summary_table(rows: Sequence[dict[str, str]], expected: Sequence[str] = DEFA
     return "\n".join(lines)
 
 
-HARL_STEPS = (1_000_000, 2_000_000, 10_000_000)
-"""The env steps HARL's figures are read at (`HARL_V2`)."""
-
-
 def milestone_table(rows: Sequence[dict[str, str]]) -> str:
     """Markdown: per algorithm, the evaluation return at 1M, 2M and 10M env steps (mean ± std
     over the seeds that evaluated there, and their count) beside HARL's figures, and the wall
     time of the runs so far."""
-    harl_figures = HARL_V2.get(task_name(rows), {})
+    figures = harl_figures(rows)
     lines = [
         "| algorithm | 1M | 2M | 10M | HARL 1M / 2M / 10M (v2 physics) | wall time per run |",
         "|---|---:|---:|---:|---:|---|",
@@ -363,7 +371,7 @@ def milestone_table(rows: Sequence[dict[str, str]]) -> str:
         hours = ", ".join(
             f"{float(r['time_s']) / 3600:.1f} h to {int(r['env_steps']) / 1e6:g}M" for r in last
         )
-        harl = " / ".join(f"{x:,}" for x in harl_figures[algo]) if algo in harl_figures else "–"
+        harl = harl_cell(figures, algo)
         lines.append(f"| {algo} | {' | '.join(cells)} | {harl} | {hours} |")
     return "\n".join(lines)
 
@@ -377,7 +385,7 @@ def plot(rows: Sequence[dict[str, str]], png_path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    harl_figures = HARL_V2.get(task_name(rows), {})
+    figures = harl_figures(rows)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for i, algo in enumerate(dict.fromkeys(r["algo"] for r in rows)):
         color = f"C{i}"
@@ -396,10 +404,10 @@ def plot(rows: Sequence[dict[str, str]], png_path: Path) -> Path:
             low = [min(c[s] for c in curves.values()) for s in common]
             high = [max(c[s] for c in curves.values()) for s in common]
             ax.fill_between(common, low, high, color=color, alpha=0.15, lw=0)
-        if algo in harl_figures:
+        if algo in figures:
             ax.plot(
                 HARL_STEPS,
-                harl_figures[algo],
+                figures[algo],
                 ls="none",
                 marker="*",
                 ms=11,
