@@ -39,9 +39,15 @@ def random_actions(spaces: dict[str, Any], steps: int, num_envs: int, seed: int)
     ]
 
 
-def raw_simulator_rate(steps: int, num_envs: int = 20, scenario: str = "HalfCheetah") -> float:
+def raw_simulator_rate(
+    steps: int,
+    num_envs: int = 20,
+    scenario: str = "HalfCheetah",
+    per_step: Callable[[], Any] | None = None,
+) -> float:
     """Env steps per second of :data:`RAW_SIMULATOR` for `num_envs` copies of `scenario`'s
-    Gymnasium v5 model in this process, now (`steps` env steps in all)."""
+    Gymnasium v5 model in this process, now (`steps` env steps in all); with `per_step`, that
+    function is called (and timed) once per step of the copies as well."""
     import gymnasium as gym
     import mujoco
     import numpy as np
@@ -60,6 +66,8 @@ def raw_simulator_rate(steps: int, num_envs: int = 20, scenario: str = "HalfChee
         for data, control in zip(datas, round_controls, strict=True):
             data.ctrl[:] = control
             mujoco.mj_step(model, data, nstep=frame_skip)
+        if per_step is not None:
+            per_step()
     elapsed = time.perf_counter() - start
     task.close()
     return rounds * num_envs / elapsed
@@ -81,7 +89,9 @@ def simulator_rates(steps: int, num_envs: int = 20, seed: int = 0) -> list[dict[
     """Env steps per second with random actions, one core, for each task of :data:`TASKS`:
     bare physics (:data:`RAW_SIMULATOR`), Gymnasium's single-agent env, our batched MaMuJoCo
     copies, the `mamujoco_v1` copies stepped one by one (`batched: False`), and EnvPool's
-    single-agent batch where `envpool` is importable. Interleaved: one round over the layers,
+    single-agent batch where `envpool` is importable; and the bare physics and our batched
+    copies each with HATRPO's policies acting at every step (the bounds of an EnvRunner's
+    sampling with that simulator layer). Interleaved: one round over the layers,
     twice, the faster of the two kept (the machine's speed drifts within minutes)."""
     rows = []
     for task_name, task in TASKS.items():
@@ -99,7 +109,7 @@ def simulator_rates(steps: int, num_envs: int = 20, seed: int = 0) -> list[dict[
                 "env_steps": steps,
                 "seconds": round(steps / rate, 3),
                 "env_steps_per_s": round(rate, 1),
-                "timing": "random actions, one core, best of 2 interleaved rounds",
+                "timing": "random actions (+ policies: theirs), one core, best of 2 interleaved",
             }
             for name, rate in best.items()
         ]
@@ -111,9 +121,11 @@ def _simulator_layers(
 ) -> dict[str, Callable[[], float]]:
     """For one task, a function measuring each layer's env steps per second."""
     import gymnasium as gym
+    import torch
 
     from rllib_hatrpo.envs.batched_mamujoco import make_batched_mamujoco
     from rllib_hatrpo.envs.mamujoco import make_mamujoco_env
+    from rllib_hatrpo.sampling.team_env_runner import one_torch_thread
     from rllib_hatrpo.sampling.vector_env import TeamVectorEnv
 
     config = {**task, "obs_mode": "global"}
@@ -142,16 +154,58 @@ def _simulator_layers(
         env = TeamVectorEnv(lambda: make_mamujoco_env({**config, "batched": False}), num_envs)
         return len(actions) * num_envs / vector_env_seconds(env, actions)
 
+    def with_policies(env_layer: str) -> Callable[[], float]:
+        """A layer plus HATRPO's policies acting at every step as its EnvRunner acts
+        (`TeamEnvRunner.act`, HARL's networks, sampled actions): the bound of sampling with
+        that layer, before the EnvRunner's rollout arrays and metrics."""
+
+        def rate() -> float:
+            runner = _local_env_runner(task, num_envs)
+            obs, _ = runner.env.reset(seed=seed)
+            try:
+                with one_torch_thread(), torch.inference_mode():
+                    if env_layer == RAW_SIMULATOR:  # the observations stay those of the reset
+                        return raw_simulator_rate(
+                            steps, num_envs, task["scenario"], lambda: runner.act(obs, True)
+                        )
+                    start = time.perf_counter()
+                    for _ in range(len(actions)):
+                        obs = runner.env.step(runner.env_actions(runner.act(obs, True))).obs
+                    return len(actions) * num_envs / (time.perf_counter() - start)
+            finally:
+                runner.stop()
+
+        return rate
+
     layers = {
         RAW_SIMULATOR: lambda: raw_simulator_rate(steps, num_envs, task["scenario"]),
+        f"{RAW_SIMULATOR} + policies": with_policies(RAW_SIMULATOR),
         "gymnasium single-agent env": single_agent,
         "rllib_hatrpo batched copies": batched,
+        "rllib_hatrpo batched copies + policies": with_policies("batched"),
         "mamujoco_v1 copies one by one": one_by_one,
     }
     envpool_rate = _envpool_rate(task["scenario"], steps, num_envs, seed)
     if envpool_rate is not None:
         layers["envpool (single-agent, 1 thread)"] = envpool_rate
     return layers
+
+
+def _local_env_runner(task: dict[str, str], num_envs: int) -> Any:
+    """HATRPO's EnvRunner (HARL's HalfCheetah settings, `obs_mode: global`) on `task` with
+    `num_envs` copies, built in this process without Ray."""
+    from benchmarks.baselines import REFERENCE, algorithm_config
+    from rllib_hatrpo.sampling.team_env_runner import TeamEnvRunner
+
+    overrides = {f"env_config.{key}": value for key, value in task.items()}
+    overrides |= {
+        "env_runners.num_env_runners": 0,
+        "env_runners.num_envs_per_env_runner": num_envs,
+        "evaluation": {},
+    }
+    config = algorithm_config(REFERENCE, overrides)
+    config.validate()  # completes the multi-agent setup, as building the algorithm does
+    return TeamEnvRunner(config=config, worker_index=0)
 
 
 def _envpool_rate(scenario: str, steps: int, num_envs: int, seed: int) -> Callable | None:

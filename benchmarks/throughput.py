@@ -7,7 +7,9 @@ One run measures, on the same env, machine, batch and EnvRunner count:
    2x3), random actions, 20 copies, one core, interleaved: bare physics (a Python loop of
    `mj_step` over 20 `MjData`: the ceiling, `RAW_SIMULATOR`), Gymnasium's single-agent env,
    our batched copies, the `mamujoco_v1` copies one by one (`batched: False`), and EnvPool's
-   batch where `envpool` is importable (not a dependency).
+   batch where `envpool` is importable (not a dependency); and the bare physics and our
+   batched copies with HATRPO's policies acting at every step (`TeamEnvRunner.act`): how fast
+   sampling could be with each, before the EnvRunner's rollout arrays and metrics.
 2. For each algorithm (`benchmarks/baselines.py`: HATRPO and HAPPO with HARL's settings from
    `tune_configs/`, PPO the HARL-MAPPO-like baseline, PPO-default RLlib's own defaults for
    reference, HATRPO-fisher0.1 HATRPO with the Fisher-vector products on a tenth of the rows):

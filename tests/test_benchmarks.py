@@ -84,8 +84,11 @@ def test_throughput_smoke_writes_tables(tmp_path):
     simulators = [r for r in rows if r["section"] == "simulator"]
     for task in TASKS:  # every layer of every task, each relative to its task's bare physics
         layers = {r["name"]: r for r in simulators if r["task"] == task}
-        assert RAW_SIMULATOR in layers and len(layers) >= 4
+        assert RAW_SIMULATOR in layers and len(layers) >= 6
         assert float(layers[RAW_SIMULATOR]["sample_vs_raw_per_runner"]) == 1.0
+        for bare in (RAW_SIMULATOR, "rllib_hatrpo batched copies"):  # the policies add work
+            rate = float(layers[bare]["env_steps_per_s"])
+            assert float(layers[f"{bare} + policies"]["env_steps_per_s"]) < rate
         for r in layers.values():
             ratio = float(r["env_steps_per_s"]) / float(layers[RAW_SIMULATOR]["env_steps_per_s"])
             assert float(r["sample_vs_raw_per_runner"]) == pytest.approx(ratio, abs=1e-3)

@@ -178,7 +178,7 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
                 TIME_BETWEEN_SAMPLING, time.perf_counter() - self._time_after_sampling
             )
         self.metrics.log_value(WEIGHTS_SEQ_NO, self._weights_seq_no, window=1)
-        with self.metrics.log_time(SAMPLE_TIMER), _one_torch_thread():
+        with self.metrics.log_time(SAMPLE_TIMER), one_torch_thread():
             explore = self.config.explore if explore is None else explore
             if num_timesteps is None and num_episodes is None:
                 if self.config.batch_mode == "truncate_episodes":
@@ -212,13 +212,8 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         t = 0
         while (t < num_steps) if num_episodes is None else (len(ended) < num_episodes):
             with self.metrics.log_time(RLMODULE_INFERENCE_TIMER), torch.inference_mode():
-                actions = self._act(rollout.obs_at(t), explore)
-            step = self._try_env_step(
-                {
-                    a: env_action(self.config, x, self.env.action_spaces[a])
-                    for a, x in actions.items()
-                }
-            )
+                actions = self.act(rollout.obs_at(t), explore)
+            step = self._try_env_step(self.env_actions(actions))
             if step is ENV_STEP_FAILURE:  # the envs were rebuilt: start this call over
                 self._log_sampled(t)
                 self._reset_envs()
@@ -241,9 +236,10 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
         self._states = rollout.states[t].copy()
         return ended + rollout.cut_fragments(t)
 
-    def _act(self, obs: dict[str, Obs], explore: bool) -> dict[str, np.ndarray]:
-        """Every agent's actions (rows = copies): one forward pass per policy module over the
-        rows of all its agents; sampled when exploring, else the distribution's mean."""
+    def act(self, obs: dict[str, Obs], explore: bool) -> dict[str, np.ndarray]:
+        """Every agent's actions (rows = copies) on every agent's observations `obs`: one
+        forward pass per policy module over the rows of all its agents; sampled when exploring,
+        else the distribution's mean. Call it under `torch.inference_mode()`, as `sample` does."""
         actions: dict[str, np.ndarray] = {}
         for module_id, agents in self._agents_of_module.items():
             module = self.module[module_id]
@@ -265,6 +261,12 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
             for j, agent in enumerate(agents):
                 actions[agent] = sampled[j * self.num_envs : (j + 1) * self.num_envs]
         return actions
+
+    def env_actions(self, actions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The policies' `actions` mapped into the env's action spaces (:func:`env_action`)."""
+        return {
+            a: env_action(self.config, x, self.env.action_spaces[a]) for a, x in actions.items()
+        }
 
     def _reset_envs(self) -> None:
         """Resets every copy (seeded on the first reset after `make_env` and after a
@@ -399,7 +401,7 @@ class TeamEnvRunner(EnvRunner, Checkpointable):
 
 
 @contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
+def one_torch_thread() -> Iterator[None]:
     """Torch on one thread meanwhile: for batches of a few dozen rows intra-op threads only add
     synchronization, which stalls whenever other processes load the cores (Ray's EnvRunner
     actors run on one thread anyway; this matters for sampling in the driver)."""
