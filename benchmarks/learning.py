@@ -313,13 +313,14 @@ def harl_cell(figures: dict[str, tuple[int, int, int]], algo: str) -> str:
 
 
 def summary_table(rows: Sequence[dict[str, str]], expected: Sequence[str] = DEFAULT_ALGOS) -> str:
-    """Markdown: per algorithm, its seeds, the final evaluation (mean ± std over seeds at each
-    seed's last row), the best evaluation, whether the runs reached their target, and HARL's
-    figures at 1M / 2M / 10M env steps on the task. Algorithms of `expected` without rows are
-    listed as pending."""
+    """Markdown: per algorithm, its seeds, the evaluation where all its seeds have got to
+    (mean ± std over seeds at the fewest env steps any seed has reached, so that runs still
+    going are compared at equal length), the best evaluation, whether the runs reached their
+    target, and HARL's figures at 1M / 2M / 10M env steps on the task. Algorithms of
+    `expected` without rows are listed as pending."""
     figures = harl_figures(rows)
     lines = [
-        "| algorithm | seeds | env steps | final eval return | best eval return | status "
+        "| algorithm | seeds | env steps | eval return there | best eval return | status "
         "| HARL at 1M / 2M / 10M (v2 physics) |",
         "|---|---|---:|---:|---:|---|---:|",
     ]
@@ -336,9 +337,16 @@ def summary_table(rows: Sequence[dict[str, str]], expected: Sequence[str] = DEFA
             continue
         seeds = sorted({int(r["seed"]) for r in mine})
         finals = [[r for r in mine if int(r["seed"]) == s][-1] for s in seeds]
-        final = [float(r["eval_return"]) for r in finals]
-        spread = f" ± {statistics.stdev(final):.1f}" if len(final) > 1 else ""
         steps = min(int(r["env_steps"]) for r in finals)
+        final = [  # each seed's last evaluation within the common length
+            float(
+                [r for r in mine if int(r["seed"]) == s and int(r["env_steps"]) <= steps][-1][
+                    "eval_return"
+                ]
+            )
+            for s in seeds
+        ]
+        spread = f" ± {statistics.stdev(final):.1f}" if len(final) > 1 else ""
         complete = all(int(r["env_steps"]) >= int(r["target_env_steps"]) for r in finals)
         status = "complete" if complete else "running or stopped"
         best = max(float(r["eval_return"]) for r in mine)

@@ -158,6 +158,15 @@ def test_learning_table_lists_pending_algorithms_and_seed_spread():
     with pytest.raises(ValueError, match="several tasks"):
         learning.summary_table([*walker, {**rows[0], "task": "HalfCheetah 2x3"}])
     assert "| PPO | 0, 1 | 100 | 15.0 ± 7.1 | 20.0 | complete | – |" in table
+    # a seed still running: both seeds compared at the fewest env steps any has reached
+    going = [
+        *rows,
+        {**rows[-1], "env_steps": "200", "eval_return": "90", "target_env_steps": "300"},
+    ]
+    going[-1]["seed"], going[-2]["target_env_steps"] = "1", "300"
+    assert "| PPO | 0, 1 | 100 | 15.0 ± 7.1 | 90.0 | running or stopped | – |" in (
+        learning.summary_table(going)
+    )
 
 
 def test_provenance_names_the_settings_variables_of_the_run(monkeypatch):
