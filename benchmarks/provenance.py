@@ -21,6 +21,11 @@ SETTINGS_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAY_worker_niceness
 through the thread count, its float rounding and so its trajectory."""
 
 
+CODE = ("--", ".", ":(exclude)benchmarks/results")
+"""The paths whose changes `uncommitted_changes` reports: all but the results the benchmarks
+write (a run's own rows, appended as it goes, are not a change to the code it ran)."""
+
+
 def provenance(note: str = "") -> dict[str, Any]:
     """This run's commit, command, settings variables, machine, versions, date and `note`."""
     import mujoco
@@ -33,7 +38,7 @@ def provenance(note: str = "") -> dict[str, Any]:
 
     return {
         "commit": git("rev-parse", "--short", "HEAD") or "unknown",
-        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no", *CODE)),
         "command": shlex.join([Path(sys.executable).name, "-m", _module(), *sys.argv[1:]]),
         "environment": " ".join(
             f"{name}={os.environ[name]}" for name in SETTINGS_VARIABLES if name in os.environ

@@ -169,6 +169,23 @@ def test_learning_table_lists_pending_algorithms_and_seed_spread():
     )
 
 
+def test_provenance_counts_changes_to_code_but_not_to_results(tmp_path, monkeypatch):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for path in ("code.py", "benchmarks/results/run.csv"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("a")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
+    (tmp_path / "benchmarks/results/run.csv").write_text("b")
+    assert provenance.provenance()["uncommitted_changes"] is False
+    (tmp_path / "code.py").write_text("b")
+    assert provenance.provenance()["uncommitted_changes"] is True
+
+
 def test_provenance_names_the_settings_variables_of_the_run(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for name in ("MKL_NUM_THREADS", "RAY_worker_niceness"):
