@@ -384,16 +384,31 @@ def milestone_table(rows: Sequence[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def harl_points(rows: Sequence[dict[str, str]]) -> dict[str, list[tuple[int, int]]]:
+    """Per algorithm, HARL's (env steps, return) figures on the task of `rows` up to the runs'
+    longest target: what the plot marks beside runs of that length."""
+    length = max((int(r["target_env_steps"]) for r in rows), default=0)
+    return {
+        algo: [
+            (steps, value)
+            for steps, value in zip(HARL_STEPS, values, strict=True)
+            if steps <= length
+        ]
+        for algo, values in harl_figures(rows).items()
+    }
+
+
 def plot(rows: Sequence[dict[str, str]], png_path: Path) -> Path:
     """Evaluation return vs env steps: one thin line per seed, a thick mean per algorithm
     and a band from the lowest to the highest seed (where all its seeds evaluated at the same
-    env steps), and HARL's published figures on the task as markers."""
+    env steps), and HARL's published figures on the task as markers, those within the runs'
+    target length (a 2M-step run is drawn without HARL's 10M figure)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figures = harl_figures(rows)
+    markers = harl_points(rows)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for i, algo in enumerate(dict.fromkeys(r["algo"] for r in rows)):
         color = f"C{i}"
@@ -412,10 +427,9 @@ def plot(rows: Sequence[dict[str, str]], png_path: Path) -> Path:
             low = [min(c[s] for c in curves.values()) for s in common]
             high = [max(c[s] for c in curves.values()) for s in common]
             ax.fill_between(common, low, high, color=color, alpha=0.15, lw=0)
-        if algo in figures:
+        if markers.get(algo):
             ax.plot(
-                HARL_STEPS,
-                figures[algo],
+                *zip(*markers[algo], strict=True),
                 ls="none",
                 marker="*",
                 ms=11,

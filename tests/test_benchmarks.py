@@ -169,6 +169,13 @@ def test_learning_table_lists_pending_algorithms_and_seed_spread():
     )
 
 
+def test_plot_marks_harls_figures_only_within_the_runs_length():
+    rows = [{"algo": "HAPPO", "task": "Walker2d 2x3", "target_env_steps": "2000000"}]
+    assert learning.harl_points(rows)["HAPPO"] == [(1_000_000, 1300), (2_000_000, 1300)]
+    rows[0]["target_env_steps"] = "10000000"
+    assert learning.harl_points(rows)["HATRPO"][-1] == (10_000_000, 3700)
+
+
 def test_provenance_counts_changes_to_code_but_not_to_results(tmp_path, monkeypatch):
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
