@@ -154,17 +154,17 @@ def _simulator_layers(
         env = TeamVectorEnv(lambda: make_mamujoco_env({**config, "batched": False}), num_envs)
         return len(actions) * num_envs / vector_env_seconds(env, actions)
 
-    def with_policies(env_layer: str) -> Callable[[], float]:
-        """A layer plus HATRPO's policies acting at every step as its EnvRunner acts
-        (`TeamEnvRunner.act`, HARL's networks, sampled actions): the bound of sampling with
-        that layer, before the EnvRunner's rollout arrays and metrics."""
+    def with_policies(bare_physics: bool) -> Callable[[], float]:
+        """The bare physics (else our batched copies) plus HATRPO's policies acting at every
+        step as its EnvRunner acts (`TeamEnvRunner.act`, HARL's networks, sampled actions): the
+        bound of sampling with that layer, before the EnvRunner's rollout arrays and metrics."""
 
         def rate() -> float:
             runner = _local_env_runner(task, num_envs)
             obs, _ = runner.env.reset(seed=seed)
             try:
                 with one_torch_thread(), torch.inference_mode():
-                    if env_layer == RAW_SIMULATOR:  # the observations stay those of the reset
+                    if bare_physics:  # the observations stay those of the reset
                         return raw_simulator_rate(
                             steps, num_envs, task["scenario"], lambda: runner.act(obs, True)
                         )
@@ -179,10 +179,10 @@ def _simulator_layers(
 
     layers = {
         RAW_SIMULATOR: lambda: raw_simulator_rate(steps, num_envs, task["scenario"]),
-        f"{RAW_SIMULATOR} + policies": with_policies(RAW_SIMULATOR),
+        f"{RAW_SIMULATOR} + policies": with_policies(bare_physics=True),
         "gymnasium single-agent env": single_agent,
         "rllib_hatrpo batched copies": batched,
-        "rllib_hatrpo batched copies + policies": with_policies("batched"),
+        "rllib_hatrpo batched copies + policies": with_policies(bare_physics=False),
         "mamujoco_v1 copies one by one": one_by_one,
     }
     envpool_rate = _envpool_rate(task["scenario"], steps, num_envs, seed)

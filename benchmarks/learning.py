@@ -312,6 +312,14 @@ def harl_cell(figures: dict[str, tuple[int, int, int]], algo: str) -> str:
     return " / ".join(f"{x:,}" for x in figures[algo]) if algo in figures else "–"
 
 
+def rows_by_seed(rows: Sequence[dict[str, str]]) -> dict[int, list[dict[str, str]]]:
+    """One run's rows per seed (seeds ascending), each in the order of `rows`."""
+    runs: dict[int, list[dict[str, str]]] = {}
+    for r in sorted(rows, key=lambda r: int(r["seed"])):
+        runs.setdefault(int(r["seed"]), []).append(r)
+    return runs
+
+
 def summary_table(rows: Sequence[dict[str, str]], expected: Sequence[str] = DEFAULT_ALGOS) -> str:
     """Markdown: per algorithm, its seeds, the evaluation where all its seeds have got to
     (mean ± std over seeds at the fewest env steps any seed has reached, so that runs still
@@ -335,16 +343,13 @@ def summary_table(rows: Sequence[dict[str, str]], expected: Sequence[str] = DEFA
         if not mine:
             lines.append(f"| {algo} | – | – | – | – | pending | {harl} |")
             continue
-        seeds = sorted({int(r["seed"]) for r in mine})
-        finals = [[r for r in mine if int(r["seed"]) == s][-1] for s in seeds]
+        runs = rows_by_seed(mine)
+        seeds = list(runs)
+        finals = [run[-1] for run in runs.values()]
         steps = min(int(r["env_steps"]) for r in finals)
         final = [  # each seed's last evaluation within the common length
-            float(
-                [r for r in mine if int(r["seed"]) == s and int(r["env_steps"]) <= steps][-1][
-                    "eval_return"
-                ]
-            )
-            for s in seeds
+            float([r for r in run if int(r["env_steps"]) <= steps][-1]["eval_return"])
+            for run in runs.values()
         ]
         spread = f" ± {statistics.stdev(final):.1f}" if len(final) > 1 else ""
         complete = all(int(r["env_steps"]) >= int(r["target_env_steps"]) for r in finals)
@@ -374,8 +379,7 @@ def milestone_table(rows: Sequence[dict[str, str]]) -> str:
             spread = f" ± {statistics.stdev(values):,.0f}" if len(values) > 1 else ""
             mean = f"{statistics.fmean(values):,.0f}{spread} (n={len(values)})" if values else "–"
             cells.append(mean)
-        seeds = sorted({int(r["seed"]) for r in mine})
-        last = [[r for r in mine if int(r["seed"]) == s][-1] for s in seeds]
+        last = [run[-1] for run in rows_by_seed(mine).values()]
         hours = ", ".join(
             f"{float(r['time_s']) / 3600:.1f} h to {int(r['env_steps']) / 1e6:g}M" for r in last
         )
