@@ -56,6 +56,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "obs_mode": "local",
     "render_mode": None,
     "batched": True,
+    "xml_file": None,
 }
 """All accepted ``env_config`` keys with their defaults."""
 
@@ -115,6 +116,31 @@ def validate_mamujoco_config(env_config: Mapping[str, Any]) -> None:
         raise ValueError(
             f"render_mode={cfg['render_mode']!r} is invalid; allowed: {list(RENDER_MODES)}."
         )
+    if cfg["xml_file"] is not None:
+        _validate_xml_file(cfg["xml_file"], scenario)
+
+
+def _validate_xml_file(xml_file: Any, scenario: str) -> None:
+    """Checks that ``xml_file`` names a model file as Gymnasium resolves it (a path starting
+    with ``/``, ``.`` or ``~``, else a file of Gymnasium's MuJoCo assets)."""
+    from gymnasium.envs.mujoco.mujoco_env import expand_model_path
+
+    if scenario in SEGMENT_SCENARIOS:
+        raise ValueError(
+            f"xml_file={xml_file!r} is invalid for scenario {scenario!r}: the library generates "
+            "its model; allowed: None."
+        )
+    if not isinstance(xml_file, str) or not xml_file:
+        raise ValueError(
+            f"xml_file={xml_file!r} is invalid; allowed: None or a MuJoCo model path (str)."
+        )
+    try:
+        expand_model_path(xml_file)
+    except OSError as error:
+        raise ValueError(
+            f"xml_file={xml_file!r} is invalid: {error}; allowed: None, a path starting with "
+            "'/', '.' or '~', or a file of Gymnasium's MuJoCo assets (e.g. 'walker2d.xml')."
+        ) from None
 
 
 def _validate_factorization(fact: Any) -> None:
@@ -257,18 +283,24 @@ def make_mamujoco_env(env_config: Mapping[str, Any] | None = None) -> ParallelSt
     * ``batched`` (``True``): an EnvRunner steps its copies of this env together
       (:mod:`rllib_hatrpo.envs.batched_mamujoco`, the same environment several times faster)
       where that reproduces the library; ``False`` steps ``mamujoco_v1`` copies one by one.
+    * ``xml_file`` (``None``): the MuJoCo model of the scenario's Gymnasium v5 env, passed to
+      it as its ``xml_file`` (``None``: the env's own). E.g. ``"walker2d.xml"`` runs Walker2d
+      on the v2–v4 model (right foot friction 0.9) under v5's code; not for the ManySegment
+      scenarios, whose model the library generates.
     """
     from gymnasium_robotics import mamujoco_v1
 
     env_config = dict(env_config or {})
     validate_mamujoco_config(env_config)
     cfg = {**DEFAULT_CONFIG, **env_config}
+    model = {} if cfg["xml_file"] is None else {"xml_file": cfg["xml_file"]}
     env = mamujoco_v1.parallel_env(
         cfg["scenario"],
         cfg["agent_conf"],
         agent_obsk=cfg["agent_obsk"],
         agent_factorization=cfg["agent_factorization"],
         render_mode=cfg["render_mode"],
+        **model,  # mamujoco_v1 passes it on to the Gymnasium env
     )
     env.render_mode = cfg["render_mode"]  # The library keeps it on its inner gymnasium env only.
     map_actions = index_action_mapping(env)

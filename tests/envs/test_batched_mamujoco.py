@@ -61,6 +61,15 @@ def _configs() -> list[dict]:
             )
     for scenario in ("ManySegmentSwimmer", "ManySegmentAnt"):
         configs.append({"scenario": scenario, "agent_conf": "2x2", "obs_mode": "local"})
+    # Another model file (the v2-v4 Walker2d) through `xml_file`.
+    configs.append(
+        {
+            "scenario": "Walker2d",
+            "agent_conf": "2x3",
+            "obs_mode": "global",
+            "xml_file": "walker2d.xml",
+        }
+    )
     return configs
 
 
@@ -87,7 +96,7 @@ def _assert_same(reference, batched, permuted: bool) -> None:
         pytest.param(c, marks=pytest.mark.slow) if c["scenario"] in SLOW_SCENARIOS else c
         for c in _configs()
     ],
-    ids=lambda c: "-".join(map(str, _key(c))),
+    ids=lambda c: "-".join(map(str, _key(c) + ((c["xml_file"],) if "xml_file" in c else ()))),
 )
 def test_batched_env_equals_mamujoco_v1_step_by_step(config):
     env_config = _env_config(config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 from typing import Any
+from xml.etree import ElementTree
 
 import gymnasium as gym
 import numpy as np
@@ -163,6 +164,13 @@ def test_global_obs_mode_is_harls_formula_on_real_states(
         ({"obs_mode": "both"}, r"obs_mode='both'.*\['local', 'global'\]"),
         ({"render_mode": "human"}, "render_mode='human'"),
         ({"batched": "yes"}, "batched='yes'.*True or False"),
+        ({"xml_file": 3}, "xml_file=3.*None or a MuJoCo model path"),
+        ({"xml_file": ""}, "xml_file=''.*None or a MuJoCo model path"),
+        ({"xml_file": "no_such.xml"}, "xml_file='no_such.xml'.*does not exist.*walker2d.xml"),
+        (
+            {"scenario": "ManySegmentAnt", "agent_conf": "2x1", "xml_file": "ant.xml"},
+            "xml_file='ant.xml'.*'ManySegmentAnt'.*allowed: None",
+        ),
     ],
 )
 def test_validation_errors(config: dict[str, Any], match: str) -> None:
@@ -170,6 +178,31 @@ def test_validation_errors(config: dict[str, Any], match: str) -> None:
         validate_mamujoco_config(config)
     with pytest.raises(ValueError, match=match):
         make_mamujoco_env(config)
+
+
+@pytest.mark.parametrize("xml_file", [None, "walker2d.xml"])
+def test_xml_file_selects_the_model(xml_file: str | None) -> None:
+    """Walker2d's foot frictions are those written in the model file the env was given (read
+    here from the XML itself): v5's own file gives both feet 1.9, the v2-v4 file the right
+    foot 0.9."""
+    from gymnasium.envs.mujoco import mujoco_env
+
+    env = make_mamujoco_env({"scenario": "Walker2d", "xml_file": xml_file})
+    model = env.par_env.single_agent_env.unwrapped.model
+    path = mujoco_env.expand_model_path(xml_file or "walker2d_v5.xml")
+    written = {
+        geom.get("name"): float(geom.get("friction").split()[0])
+        for geom in ElementTree.parse(path).iter("geom")
+        if geom.get("name") in ("foot_geom", "foot_left_geom")
+    }
+    assert written == (
+        {"foot_geom": 0.9, "foot_left_geom": 1.9}
+        if xml_file
+        else {"foot_geom": 1.9, "foot_left_geom": 1.9}
+    )
+    for name, friction in written.items():
+        assert model.geom(name).friction[0] == friction
+    env.close()
 
 
 def test_valid_table_matches_library() -> None:
