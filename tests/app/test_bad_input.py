@@ -228,6 +228,13 @@ CLI_CASES = [
         ["train", "FILE"],
         ["env_config.agent_factorization: 'per_limb' (str) is unknown"],
     ),
+    (
+        "missing model file",
+        "algorithm: HAPPO\nenv: mamujoco\nenv_config: {scenario: Walker2d}\n"
+        "stop: {training_iteration: 1}\n",
+        ["train", "FILE", "--set", "env_config.xml_file=no_such.xml"],
+        ["xml_file='no_such.xml' is invalid", "does not exist", "allowed: None"],
+    ),
     ("evaluate zero episodes", None, ["evaluate", ".", "--episodes", "0"], ["--episodes"]),
     ("evaluate no checkpoint", None, ["evaluate", "."], ["holds no algorithm checkpoint"]),
     ("resume no run directory", None, ["resume", "no_such_run"], ["experiment.yaml"]),
