@@ -416,20 +416,18 @@ def plot(rows: Sequence[dict[str, str]], png_path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for i, algo in enumerate(dict.fromkeys(r["algo"] for r in rows)):
         color = f"C{i}"
-        mine = [r for r in rows if r["algo"] == algo]
-        curves: dict[int, dict[int, float]] = {}
-        for r in mine:
-            curves.setdefault(int(r["seed"]), {})[int(r["env_steps"])] = float(r["eval_return"])
-        for curve in curves.values():
+        runs = rows_by_seed([r for r in rows if r["algo"] == algo]).values()
+        curves = [{int(r["env_steps"]): float(r["eval_return"]) for r in run} for run in runs]
+        for curve in curves:
             steps = sorted(curve)
             ax.plot(steps, [curve[s] for s in steps], color=color, alpha=0.35, lw=1)
-        common = sorted(set.intersection(*(set(c) for c in curves.values())))
-        means = [statistics.fmean(c[s] for c in curves.values()) for s in common]
+        common = sorted(set.intersection(*(set(c) for c in curves)))
+        means = [statistics.fmean(c[s] for c in curves) for s in common]
         seeds = f"{len(curves)} seed" + ("s" if len(curves) > 1 else "")
         ax.plot(common, means, color=color, lw=2.2, label=f"{algo} ({seeds})")
         if len(curves) > 1:
-            low = [min(c[s] for c in curves.values()) for s in common]
-            high = [max(c[s] for c in curves.values()) for s in common]
+            low = [min(c[s] for c in curves) for s in common]
+            high = [max(c[s] for c in curves) for s in common]
             ax.fill_between(common, low, high, color=color, alpha=0.15, lw=0)
         if markers.get(algo):
             ax.plot(
